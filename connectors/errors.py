@@ -1,0 +1,15 @@
+"""Errors raised by the connectors package (Kafka, Redis, embedded services)."""
+
+from omnipulse.errors import OmnipulseError
+
+
+class ConnectorError(OmnipulseError):
+    """Talking to an external system (broker, Redis) failed."""
+
+
+class EmbeddedServiceError(ConnectorError):
+    """An embedded broker or redis-server could not be found, started or reached.
+
+    The message carries the tail of the service's log, since that is usually
+    where the real cause (port in use, bad flag, crash) is written.
+    """
