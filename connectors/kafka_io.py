@@ -1,0 +1,230 @@
+"""Kafka input and output for the engine's dataflow.
+
+The source is a Bytewax `FixedPartitionedSource` with one partition per Kafka
+topic-partition, so Bytewax spreads them over workers and processes. It
+resumes from the offsets the engine stored next to its state in Redis (they
+are written only after the state of a batch is durable), and in catch-up mode
+it ends each partition at end-of-partition. When a partition is idle in live
+mode it emits a `Tick`, so event time can move on and timers fire.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from connectors.errors import ConnectorError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Record:
+    """One Kafka record, as read. `topic` is the logical name (prefix removed)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    read_at_ms: int
+
+
+@dataclass(slots=True)
+class Tick:
+    """No input on a partition for a while: lets the clock advance by wall time."""
+
+    wall_ms: int
+
+
+@dataclass(slots=True)
+class OutMessage:
+    topic: str  # full topic name (prefix included)
+    key: bytes | None
+    value: bytes
+
+
+def _part_name(topic: str, partition: int) -> str:
+    return f"{topic}#{partition}"
+
+
+class _PartitionReader(StatefulSourcePartition[Record | Tick, int]):
+    def __init__(
+        self,
+        config: dict[str, Any],
+        full_topic: str,
+        logical: str,
+        partition: int,
+        start: int,
+        batch_size: int,
+        until_caught_up: bool,
+        tick_ms: int,
+    ) -> None:
+        self._consumer = Consumer(config)
+        self._consumer.assign([TopicPartition(full_topic, partition, start)])
+        self._logical = logical
+        self._partition = partition
+        self._next = start
+        self._batch_size = batch_size
+        self._until_caught_up = until_caught_up
+        self._tick_ms = tick_ms
+        self._last_data_ms = int(time.time() * 1000)
+        self._done = False
+
+    def next_batch(self) -> list[Record | Tick]:
+        if self._done:
+            raise StopIteration
+        msgs = self._consumer.consume(self._batch_size, 0.05)
+        now_ms = int(time.time() * 1000)
+        out: list[Record | Tick] = []
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    if self._until_caught_up:
+                        self._done = True
+                    continue
+                if err.fatal():
+                    raise ConnectorError(f"kafka: {self._logical}#{self._partition}: {err}")
+                log.warning("kafka: %s#%s: %s", self._logical, self._partition, err)
+                continue
+            out.append(
+                Record(self._logical, self._partition, msg.offset(), msg.key(), msg.value(), now_ms)
+            )
+            self._next = msg.offset() + 1
+        if out:
+            self._last_data_ms = now_ms
+        elif not self._until_caught_up and now_ms - self._last_data_ms >= self._tick_ms:
+            self._last_data_ms = now_ms
+            out.append(Tick(now_ms))
+        return out
+
+    def snapshot(self) -> int:
+        return self._next
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class KafkaInput(FixedPartitionedSource[Record | Tick, int]):
+    """All partitions of the given topics; resume offsets from `resume_offsets`."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        topics: dict[str, str],
+        *,
+        resume_offsets: Callable[[], dict[str, int]],
+        batch_size: int = 1000,
+        until_caught_up: bool = False,
+        tick_ms: int = 1000,
+    ) -> None:
+        self._config = config
+        self._topics = topics  # full name -> logical name
+        self._resume_offsets = resume_offsets
+        self._batch_size = batch_size
+        self._until_caught_up = until_caught_up
+        self._tick_ms = tick_ms
+
+    def list_parts(self) -> list[str]:
+        admin = AdminClient({k: v for k, v in self._config.items() if not k.startswith(("group.", "enable.", "auto.", "fetch."))})
+        md = admin.list_topics(timeout=10)
+        parts = []
+        for full in self._topics:
+            meta = md.topics.get(full)
+            if meta is None or meta.error is not None:
+                raise ConnectorError(f"kafka: topic {full!r} does not exist; run `omnipulse topics create`")
+            parts.extend(_part_name(full, p) for p in sorted(meta.partitions))
+        return parts
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _PartitionReader:
+        full, _, p = for_part.rpartition("#")
+        start = resume_state
+        if start is None:
+            start = self._resume_offsets().get(_part_name(self._topics[full], int(p)), OFFSET_BEGINNING)
+        return _PartitionReader(
+            self._config,
+            full,
+            self._topics[full],
+            int(p),
+            start,
+            self._batch_size,
+            self._until_caught_up,
+            self._tick_ms,
+        )
+
+
+def consumer_config(bootstrap: str, group: str, extra: dict[str, str]) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": True,
+        "auto.offset.reset": "earliest",
+        "fetch.wait.max.ms": 50,
+        **extra,
+    }
+
+
+def producer_config(bootstrap: str, extra: dict[str, str]) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": bootstrap,
+        "linger.ms": 5,
+        "enable.idempotence": True,
+        "compression.type": "lz4",
+        **extra,
+    }
+
+
+class _ProducerPartition(StatelessSinkPartition[OutMessage]):
+    def __init__(self, config: dict[str, Any]) -> None:
+        self._producer = Producer(config)
+        self._errors: list[str] = []
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self._errors.append(f"{msg.topic()}: {err}")
+
+    def write_batch(self, items: list[OutMessage]) -> None:
+        for item in items:
+            self._producer.produce(item.topic, item.value, item.key, on_delivery=self._on_delivery)
+            self._producer.poll(0)
+        # Triggers are claimed in Redis before they get here: make sure they
+        # are on the broker before the next batch is taken.
+        self._producer.flush(30)
+        if self._errors:
+            errors, self._errors = self._errors, []
+            raise ConnectorError(f"kafka: {len(errors)} messages not delivered, first: {errors[0]}")
+
+    def close(self) -> None:
+        self._producer.flush(30)
+
+
+class KafkaOutput(DynamicSink[OutMessage]):
+    def __init__(self, config: dict[str, Any]) -> None:
+        self._config = config
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProducerPartition:
+        return _ProducerPartition(self._config)
+
+
+def encode_json(obj: Any) -> bytes:
+    return orjson.dumps(obj)
+
+
+def produce_all(config: dict[str, Any], messages: Iterable[OutMessage]) -> int:
+    """Produce and flush; used outside the dataflow (final timer sweep, replay, simulate)."""
+    part = _ProducerPartition(config)
+    batch = list(messages)
+    part.write_batch(batch)
+    return len(batch)

@@ -1,0 +1,36 @@
+"""`omnipulse profile ID`: one customer's state, as an analyst reads it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from flows.steps import Rules
+from omnipulse.settings import Settings
+from operators.clock import Watermark
+from operators.customer import profile_view
+from state.customers import CustomerStore, facts_from, labels_from
+from state.keys import Keys
+
+
+def read_profile(settings: Settings, redis_url: str, customer_id: str) -> dict[str, Any] | None:
+    """The customer's profile judged at the engine's current event time, or None."""
+    with redis.Redis.from_url(redis_url) as client:
+        store = CustomerStore(
+            client,
+            Keys(settings.redis.key_prefix, settings.engine.timer_shards),
+            dedup_ttl_s=int(settings.engine.dedup_ttl.total_seconds()),
+        )
+        found = store.read([customer_id]).get(customer_id)
+        if found is None:
+            return None
+        clock = Watermark(int(settings.engine.allowed_lateness.total_seconds() * 1000))
+        clock.merge(store.clock_max(), 0)
+        state, orders = found
+        rules = Rules.from_settings(settings)
+        view = profile_view(customer_id, labels_from(state), facts_from(state, orders), clock.now, rules.tiers)
+        view["churn_score"] = state.get("cs")
+        view["first_activity_ts"] = state.get("fa")
+        view["last_activity_ts"] = state.get("la")
+        return view

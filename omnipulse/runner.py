@@ -1,0 +1,120 @@
+"""Running the engine: connections, topics, the dataflow, the catch-up finish."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from bytewax._bytewax import cli_main
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from connectors.embedded import EmbeddedBroker, EmbeddedRedis
+from connectors.errors import ConnectorError
+from connectors.kafka_io import produce_all, producer_config
+from flows.engine import build_flow
+from flows.steps import EngineStep, sweep_once
+from omnipulse.settings import DLQ_TOPIC, INPUT_TOPICS, TRIGGER_TOPIC_NAMES, Settings
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_FILE = Path(".omnipulse") / "embedded.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    bootstrap: str
+    redis_url: str
+
+
+@contextmanager
+def endpoints(settings: Settings, *, start_embedded: bool) -> Iterator[Endpoints]:
+    """The configured Kafka and Redis; else the running embedded pair; else start one.
+
+    The embedded pair's addresses are written to .omnipulse/embedded.json so
+    that `omnipulse profile` in another terminal finds the demo's services.
+    """
+    bootstrap, url = settings.kafka.bootstrap_servers, settings.redis.url
+    if bootstrap and url:
+        yield Endpoints(bootstrap, url)
+        return
+    if not start_embedded and EMBEDDED_FILE.exists():
+        known = orjson.loads(EMBEDDED_FILE.read_bytes())
+        yield Endpoints(bootstrap or known["bootstrap"], url or known["redis_url"])
+        return
+    if not start_embedded:
+        raise ConnectorError(
+            "no Kafka/Redis given (KAFKA_BOOTSTRAP_SERVERS, REDIS_URL) and no embedded "
+            "services running: start them with `omnipulse run` or `make demo`"
+        )
+    broker = EmbeddedBroker() if not bootstrap else None
+    rds = EmbeddedRedis() if not url else None
+    try:
+        if broker:
+            broker.start()
+        if rds:
+            rds.start()
+        ep = Endpoints(bootstrap or broker.bootstrap_servers, url or rds.url)  # type: ignore[union-attr]
+        EMBEDDED_FILE.parent.mkdir(exist_ok=True)
+        EMBEDDED_FILE.write_bytes(orjson.dumps({"bootstrap": ep.bootstrap, "redis_url": ep.redis_url}))
+        log.info("embedded services: kafka %s, redis %s", ep.bootstrap, ep.redis_url)
+        yield ep
+    finally:
+        EMBEDDED_FILE.unlink(missing_ok=True)
+        if broker:
+            broker.stop()
+        if rds:
+            rds.stop()
+
+
+def create_topics(settings: Settings, bootstrap: str) -> list[str]:
+    """Create every omnipulse topic that does not exist yet; return the created ones."""
+    k = settings.kafka
+    admin = AdminClient({"bootstrap.servers": bootstrap, **dict(k.extra)})
+    existing = set(admin.list_topics(timeout=10).topics)
+    names = [k.topic(t) for t in (*INPUT_TOPICS, *TRIGGER_TOPIC_NAMES, DLQ_TOPIC)]
+    todo = []
+    for name in names:
+        if name in existing:
+            continue
+        config = {"cleanup.policy": "compact"} if name == k.topic("locations") else {}
+        todo.append(NewTopic(name, k.partitions, k.replication_factor, config=config))
+    if not todo:
+        return []
+    for name, fut in admin.create_topics(todo).items():
+        try:
+            fut.result()
+        except Exception as ex:  # KafkaException carries the broker's reason
+            if "already exists" not in str(ex).lower():
+                raise ConnectorError(f"kafka: cannot create topic {name}: {ex}") from ex
+    return [t.topic for t in todo]
+
+
+def run_engine(
+    settings: Settings, ep: Endpoints, *, until_caught_up: bool, workers: int = 1
+) -> None:
+    """Run the dataflow; in catch-up mode also fire what the final watermark made due."""
+    flow = build_flow(settings, bootstrap=ep.bootstrap, redis_url=ep.redis_url, until_caught_up=until_caught_up)
+    cli_main(flow, workers_per_process=workers)
+    if until_caught_up:
+        finish_timers(settings, ep)
+
+
+def finish_timers(settings: Settings, ep: Endpoints) -> int:
+    """Sweep due reviews until none is left, emitting their triggers."""
+    step = EngineStep(settings, redis_url=ep.redis_url, live=False)
+    worker = step.worker()
+    emitted = 0
+    config = producer_config(ep.bootstrap, dict(settings.kafka.extra))
+    # Each pass moves every due review to its next review time, which is
+    # strictly later; the pass limit only guards against a bug looping forever.
+    for _ in range(10_000):
+        triggers, due = sweep_once(worker)
+        if not due:
+            break
+        msgs = [step.trigger_message(t, worker) for t in triggers]
+        emitted += produce_all(config, msgs)
+    return emitted

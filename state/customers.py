@@ -1,0 +1,296 @@
+"""Customer state in Redis: batched, server-side updates and reads.
+
+One batch of events costs a fixed number of pipelined round trips, never one
+per event: the events of each customer go to a single Lua call
+(`apply_customer.lua`) and all customers' calls share one pipeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import orjson
+import redis
+
+from operators.customer import CustomerLabels, Facts
+from state.errors import StateError
+from state.keys import Keys
+
+ANON_TTL_S = 30 * 86_400
+
+
+def _load(name: str) -> str:
+    return resources.files("state").joinpath("lua", name).read_text()
+
+
+@dataclass(slots=True)
+class Applied:
+    """What one customer's Lua call reported back."""
+
+    subject: str  # customer id, or anonymous id when `anonymous`
+    anonymous: bool
+    applied: int
+    duplicates: int
+    redirect: str | None
+    created: bool
+    old_n: int = 0
+    old_m: int = 0
+    final: dict[str, Any] = field(default_factory=dict)
+    marks: list[dict[str, Any]] = field(default_factory=list)
+    orders: tuple[tuple[int, int], ...] = ()
+
+
+def facts_from(state: dict[str, Any], orders: tuple[tuple[int, int], ...]) -> Facts:
+    ps, pl = state.get("ps"), state.get("pl")
+    return Facts(
+        frequency=int(state.get("n") or 0),
+        monetary_cents=int(state.get("m") or 0),
+        first_activity_ms=_int(state.get("fa")),
+        first_order_ms=_int(state.get("fo")),
+        last_order_ms=_int(state.get("lo")),
+        orders=orders,
+        premium_streak=None if ps is None or pl is None else (int(ps), int(pl)),
+    )
+
+
+def labels_from(state: dict[str, Any]) -> CustomerLabels:
+    return CustomerLabels(state.get("s"), state.get("t"), _int(state.get("iv")), _int(state.get("ev")))
+
+
+def _int(v: Any) -> int | None:
+    return None if v is None else int(v)
+
+
+def _list(v: Any) -> list[Any]:
+    # cjson encodes an empty Lua table as {}: read that as an empty list.
+    return v if isinstance(v, list) else []
+
+
+class CustomerStore:
+    """Batched access to customer profiles. Create in a step's setup, not at import."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        *,
+        dedup_ttl_s: int,
+        window_days: int = 60,
+        retention_ms: int = 400 * 86_400_000,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.dedup_ttl_s = dedup_ttl_s
+        self.window_days = window_days
+        self.retention_ms = retention_ms
+        self._apply = client.register_script(_load("apply_customer.lua"))
+        self._read = client.register_script(_load("read_customer.lua"))
+        self._take = client.register_script(_load("take_anonymous.lua"))
+        self._clock = client.register_script(_load("advance_clock.lua"))
+        self._reschedule = client.register_script(_load("reschedule.lua"))
+
+    # -- writes ---------------------------------------------------------------------
+
+    def take_anonymous(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict[str, str]]:
+        """Stitch step 1 for (anonymous_id, customer_id) pairs; returns the histories."""
+        pairs = list(dict.fromkeys(pairs))
+        if not pairs:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for anon, cid in pairs:
+            self._take(keys=[self.keys.subject("a", anon)], args=[cid, ANON_TTL_S], client=pipe)
+        out = {}
+        for pair, flat in zip(pairs, self._execute(pipe, "take anonymous history"), strict=True):
+            if flat:
+                it = iter(x.decode() if isinstance(x, bytes) else x for x in flat)
+                out[pair] = dict(zip(it, it, strict=True))
+        return out
+
+    def apply(
+        self,
+        batches: dict[tuple[str, bool], list[tuple[str, dict[str, Any]]]],
+        now: int,
+        max_event_ms: int,
+    ) -> tuple[list[Applied], int]:
+        """Apply each subject's (event_id, compact event) list; also advance the clock.
+
+        Keys of `batches` are (subject id, anonymous?). Returns the per-subject
+        results and the durable max event time after this batch.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        order = list(batches)
+        for subject, anonymous in order:
+            pkey = self.keys.subject("a" if anonymous else "c", subject)
+            events = batches[(subject, anonymous)]
+            keys = [pkey, self.keys.orders(pkey)]
+            keys.extend(self.keys.dedup(pkey, eid) for eid, _ in events)
+            args = [
+                self.dedup_ttl_s,
+                self.window_days,
+                self.retention_ms,
+                now,
+                ANON_TTL_S if anonymous else 0,
+                orjson.dumps([ev for _, ev in events]),
+            ]
+            self._apply(keys=keys, args=args, client=pipe)
+        self._clock(keys=[self.keys.clock], args=[max_event_ms], client=pipe)
+        replies = self._execute(pipe, "apply customer events")
+        results = []
+        for (subject, anonymous), raw in zip(order, replies[:-1], strict=True):
+            r = orjson.loads(raw)
+            final = r.get("final") or {}
+            results.append(
+                Applied(
+                    subject=subject,
+                    anonymous=anonymous,
+                    applied=r["applied"],
+                    duplicates=r["dup"],
+                    redirect=r.get("redirect"),
+                    created=bool(r.get("created")) and not anonymous,
+                    old_n=int(r.get("old", {}).get("n", 0)),
+                    old_m=int(r.get("old", {}).get("m", 0)),
+                    final=final,
+                    marks=_list(r.get("marks")),
+                    orders=tuple((int(ts), int(net)) for ts, net in _list(r.get("orders"))),
+                )
+            )
+        return results, int(replies[-1])
+
+    def update_monetary(self, results: Sequence[Applied]) -> None:
+        """Keep the live M distribution (customers with F >= 1) and its mean."""
+        pipe = self.client.pipeline(transaction=False)
+        for a in results:
+            if a.anonymous or not a.applied:
+                continue
+            new_n, new_m = int(a.final.get("n", 0)), int(a.final.get("m", 0))
+            was, now_in = a.old_n >= 1, new_n >= 1
+            if now_in:
+                pipe.zadd(self.keys.monetary, {a.subject: new_m})
+            elif was:
+                pipe.zrem(self.keys.monetary, a.subject)
+            delta_sum = (new_m if now_in else 0) - (a.old_m if was else 0)
+            if delta_sum:
+                pipe.hincrby(self.keys.agg, "sum", delta_sum)
+            if now_in != was:
+                pipe.hincrby(self.keys.agg, "count", 1 if now_in else -1)
+            if a.created:
+                pipe.hincrby(self.keys.agg, "customers", 1)
+        if len(pipe):
+            self._execute(pipe, "update monetary distribution")
+
+    def monetary_positions(self, values: Sequence[int]) -> tuple[list[tuple[int, int]], int, int]:
+        """For each value: (customers below, customers equal); plus count and sum."""
+        pipe = self.client.pipeline(transaction=False)
+        for v in values:
+            pipe.zcount(self.keys.monetary, "-inf", f"({v}")
+            pipe.zcount(self.keys.monetary, v, v)
+        pipe.zcard(self.keys.monetary)
+        pipe.hget(self.keys.agg, "sum")
+        r = self._execute(pipe, "read monetary ranks")
+        pairs = [(int(r[2 * i]), int(r[2 * i + 1])) for i in range(len(values))]
+        return pairs, int(r[-2]), int(r[-1] or 0)
+
+    def commit_decisions(
+        self,
+        labels: dict[str, CustomerLabels],
+        timers: dict[str, tuple[int | None, int | None]],
+        trigger_keys: Sequence[tuple[str, str]],
+        trigger_ttl_s: int,
+        counters: dict[str, int],
+        offsets: dict[str, int] | None = None,
+    ) -> list[bool]:
+        """Write labels and review timers; claim trigger ids (True = emit it).
+
+        `timers` maps customer -> (score we saw or None, new score or None).
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for cid, lab in labels.items():
+            pkey = self.keys.customer(cid)
+            fields: dict[str, Any] = {}
+            dels = []
+            for name, v in (
+                ("s", lab.segment),
+                ("t", lab.tier),
+                ("iv", lab.invited_streak_day),
+                ("ev", lab.judged_at),
+            ):
+                if v is None:
+                    dels.append(name)
+                else:
+                    fields[name] = v
+            if fields:
+                pipe.hset(pkey, mapping=fields)
+            if dels:
+                pipe.hdel(pkey, *dels)
+        for cid, (seen, new) in timers.items():
+            key = self.keys.timers(self.keys.timer_shard(cid))
+            if seen is None:
+                if new is not None:
+                    pipe.zadd(key, {cid: new})
+            else:
+                self._reschedule(keys=[key], args=[cid, seen, "" if new is None else new], client=pipe)
+        first_claim = len(pipe)
+        for cid, tid in trigger_keys:
+            pipe.set(self.keys.trigger(self.keys.customer(cid), tid), 1, nx=True, ex=trigger_ttl_s)
+        for name, n in counters.items():
+            if n:
+                pipe.hincrby(self.keys.stats, name, n)
+        if offsets:
+            # Resume points: written only once the batch's state is in Redis.
+            pipe.hset(self.keys.offsets, mapping=offsets)
+        if not len(pipe):
+            return []
+        replies = self._execute(pipe, "commit decisions")
+        return [bool(x) for x in replies[first_claim : first_claim + len(trigger_keys)]]
+
+    # -- reads ----------------------------------------------------------------------
+
+    def due_reviews(self, shards: Iterable[int], now: int, limit: int) -> list[tuple[str, int]]:
+        pipe = self.client.pipeline(transaction=False)
+        for shard in shards:
+            pipe.zrangebyscore(self.keys.timers(shard), "-inf", now, start=0, num=limit, withscores=True)
+        out = []
+        for rows in self._execute(pipe, "read due reviews"):
+            out.extend((m.decode() if isinstance(m, bytes) else m, int(s)) for m, s in rows)
+        return out
+
+    def read(self, customer_ids: Sequence[str]) -> dict[str, tuple[dict[str, Any], tuple[tuple[int, int], ...]]]:
+        pipe = self.client.pipeline(transaction=False)
+        for cid in customer_ids:
+            pkey = self.keys.customer(cid)
+            self._read(keys=[pkey, self.keys.orders(pkey)], client=pipe)
+        out = {}
+        for cid, raw in zip(customer_ids, self._execute(pipe, "read customers"), strict=True):
+            if raw:
+                r = orjson.loads(raw)
+                out[cid] = (r["final"], tuple((int(t), int(n)) for t, n in _list(r["orders"])))
+        return out
+
+    def clock_max(self) -> int:
+        return int(self._call(lambda: self.client.hget(self.keys.clock, "max_event_ms") or 0))
+
+    def stats(self) -> dict[str, int]:
+        raw = self._call(lambda: self.client.hgetall(self.keys.stats))
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    def agg(self) -> dict[str, int]:
+        raw = self._call(lambda: self.client.hgetall(self.keys.agg))
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _execute(self, pipe: Any, what: str) -> list[Any]:
+        try:
+            return pipe.execute()
+        except redis.RedisError as ex:
+            raise StateError(f"redis: {what} failed: {ex}") from ex
+
+    def _call(self, fn: Any) -> Any:
+        try:
+            return fn()
+        except redis.RedisError as ex:
+            raise StateError(f"redis: {ex}") from ex
+

@@ -1,0 +1,68 @@
+"""Redis key layout. Every key of one customer shares a hash tag, so the same
+layout works on Redis Cluster: a customer's Lua call touches one slot only.
+
+    <p>:{c:<id>}            hash   profile (RFM facts, rings, cart, labels)
+    <p>:{c:<id>}:o          hash   order_id -> "ts|net_cents|state" (pruned past retention)
+    <p>:{c:<id>}:e:<event>  string dedup marker of an applied event (TTL)
+    <p>:{c:<id>}:t:<trig>   string emitted-once marker of a trigger (TTL)
+    <p>:{a:<id>}            hash   anonymous visitor's history (TTL), or "to" once stitched
+    <p>:rfm:m               zset   customer -> monetary cents, customers with F >= 1
+    <p>:rfm:agg             hash   sum (cents), count, customers
+    <p>:timers:{<shard>}    zset   customer -> event time of the next time-driven review
+    <p>:clock               hash   max_event_ms: the durable watermark basis
+    <p>:stats               hash   counters: events, rejects, duplicates, triggers
+    <p>:offsets             hash   "topic/partition" -> next offset to read
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "op"
+    timer_shards: int = 16
+
+    def subject(self, kind: str, ident: str) -> str:
+        """Profile hash of a customer (kind "c") or anonymous visitor (kind "a")."""
+        return f"{self.prefix}:{{{kind}:{ident}}}"
+
+    def customer(self, customer_id: str) -> str:
+        return self.subject("c", customer_id)
+
+    def orders(self, profile_key: str) -> str:
+        return f"{profile_key}:o"
+
+    def dedup(self, profile_key: str, event_id: str) -> str:
+        return f"{profile_key}:e:{event_id}"
+
+    def trigger(self, profile_key: str, trigger_id: str) -> str:
+        return f"{profile_key}:t:{trigger_id}"
+
+    def timer_shard(self, customer_id: str) -> int:
+        return zlib.crc32(customer_id.encode()) % self.timer_shards
+
+    def timers(self, shard: int) -> str:
+        return f"{self.prefix}:timers:{{{shard}}}"
+
+    @property
+    def monetary(self) -> str:
+        return f"{self.prefix}:rfm:m"
+
+    @property
+    def agg(self) -> str:
+        return f"{self.prefix}:rfm:agg"
+
+    @property
+    def clock(self) -> str:
+        return f"{self.prefix}:clock"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.prefix}:stats"
+
+    @property
+    def offsets(self) -> str:
+        return f"{self.prefix}:offsets"

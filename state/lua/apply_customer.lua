@@ -1,0 +1,228 @@
+-- Apply one customer's events of a batch, atomically, in one call.
+--
+-- KEYS[1]   profile hash       <prefix>:{c:<id>}   (or {a:<id>} for an anonymous visitor)
+-- KEYS[2]   orders hash        <prefix>:{c:<id>}:o  order_id -> "ts|net_cents|state"
+-- KEYS[3..] one dedup key per event, same order as the events (SET NX EX)
+-- ARGV[1]   dedup TTL, seconds
+-- ARGV[2]   rolling window for view/cart day counts, days
+-- ARGV[3]   order retention, ms (older order records are pruned)
+-- ARGV[4]   event-time now (watermark), ms
+-- ARGV[5]   TTL of an anonymous profile, seconds (0 = a known customer: no TTL)
+-- ARGV[6]   events, a JSON array of compact events (see state/customers.py)
+--
+-- Every update is order-insensitive where it can be (min/max/sums), so two
+-- workers or a late event converge on the same state. Returns a JSON object:
+-- {applied, dup, redirect?, old={n,m}, final={...}, marks=[...], orders=[[ts,net]...]}
+
+local P, O = KEYS[1], KEYS[2]
+local dedup_ttl = tonumber(ARGV[1])
+local window_days = tonumber(ARGV[2])
+local retention_ms = tonumber(ARGV[3])
+local now = tonumber(ARGV[4])
+local anon_ttl = tonumber(ARGV[5])
+local events = cjson.decode(ARGV[6])
+
+-- A visitor already stitched to a customer: hand the events to that customer.
+local to = redis.call('HGET', P, 'to')
+if to then
+  return cjson.encode({applied = 0, dup = 0, redirect = to})
+end
+
+local F = {'fa', 'la', 'fo', 'lo', 'n', 'm', 'vd', 'cd', 'cat', 'ps', 'pl', 'cart', 'ca', 's', 't', 'iv', 'ev'}
+local raw = redis.call('HMGET', P, unpack(F))
+local p = {}
+for i, name in ipairs(F) do p[name] = raw[i] end
+local function num(v) if v then return tonumber(v) end return nil end
+local fa, la, fo, lo = num(p.fa), num(p.la), num(p.fo), num(p.lo)
+local n, m = num(p.n) or 0, num(p.m) or 0
+local old_n, old_m, was_known = n, m, fa ~= nil
+local function jget(v, default) if v then return cjson.decode(v) end return default end
+local vd, cd = jget(p.vd, {}), jget(p.cd, {})
+local cat = jget(p.cat, {})
+local cart = jget(p.cart, {})
+local ps, pl, ca = num(p.ps), num(p.pl), num(p.ca)
+local channels = {}
+local touched = {}
+
+local function minv(a, b) if a == nil or b < a then return b end return a end
+local function maxv(a, b) if a == nil or b > a then return b end return a end
+
+-- day rings: list of {day, count}; bump one day, drop days outside the window
+local function ring_add(ring, day, count)
+  for _, e in ipairs(ring) do
+    if e[1] == day then e[2] = e[2] + count; return end
+  end
+  table.insert(ring, {day, count})
+end
+local function ring_prune(ring, newest)
+  local kept = {}
+  for _, e in ipairs(ring) do
+    if e[1] > newest - window_days then table.insert(kept, e) end
+  end
+  table.sort(kept, function(a, b) return a[1] < b[1] end)
+  return kept
+end
+
+-- favourite categories: at most 8 counters; a new one replaces the smallest
+local function cat_add(name, count)
+  if cat[name] then cat[name] = cat[name] + count; return end
+  local size, smallest, low = 0, nil, nil
+  for k, v in pairs(cat) do
+    size = size + 1
+    if low == nil or v < low then smallest, low = k, v end
+  end
+  if size >= 8 then cat[smallest] = nil end
+  cat[name] = count
+end
+
+local function premium_day(day)
+  if pl == day then return end
+  if pl ~= nil and day == pl + 1 then pl = day
+  elseif pl == nil or day > pl then ps, pl = day, day end
+end
+
+-- orders: "ts|net|state", state P = counted, X = cancelled, C = cancel seen
+-- before the order, R = return seen before the order (net holds -refund)
+local function oget(oid)
+  local v = redis.call('HGET', O, oid)
+  if not v then return nil end
+  local ts, net, st = string.match(v, '^(-?%d+)|(-?%d+)|(%a)$')
+  return {tonumber(ts), tonumber(net), st}
+end
+local function oset(oid, ts, net, st)
+  redis.call('HSET', O, oid, string.format('%d|%d|%s', ts, net, st))
+end
+local function recompute_last_order()
+  local all = redis.call('HGETALL', O)
+  local newest = nil
+  for i = 2, #all, 2 do
+    local ts, _, st = string.match(all[i], '^(-?%d+)|(-?%d+)|(%a)$')
+    if st == 'P' then newest = maxv(newest, tonumber(ts)) end
+  end
+  lo = newest
+  if n == 0 then fo = nil; lo = nil end
+end
+
+local applied, dup, marks = 0, 0, {}
+local newest_day = nil
+for i, e in ipairs(events) do
+  local fresh = redis.call('SET', KEYS[2 + i], '1', 'NX', 'EX', dedup_ttl)
+  if not fresh then
+    dup = dup + 1
+  else
+    applied = applied + 1
+    local k, ts, day = e.k, e.ts, e.d
+    if k ~= 'st' then
+      fa = minv(fa, ts); la = maxv(la, ts)
+      newest_day = maxv(newest_day, day)
+      if e.ch then channels[e.ch] = maxv(channels[e.ch] or num(redis.call('HGET', P, 'c:' .. e.ch)), ts) end
+    end
+    if k == 'v' then
+      ring_add(vd, day, 1)
+      if e.cat then cat_add(e.cat, 1) end
+      if e.pr == 1 then
+        premium_day(day)
+        table.insert(marks, {i = i, ts = ts, n = n, m = m, fo = fo, lo = lo, ps = ps, pl = pl})
+      end
+    elseif k == 'ca' or k == 'cr' or k == 'cs' then
+      ring_add(cd, day, 1)
+      ca = maxv(ca, ts)
+      if k == 'ca' then
+        local line = cart[e.sku] or {0, 0, 0}
+        cart[e.sku] = {line[1] + e.q, e.p or line[2], maxv(line[3], ts)}
+      elseif k == 'cr' then
+        local line = cart[e.sku]
+        if line then
+          local left = e.q and (line[1] - e.q) or 0
+          if left <= 0 then cart[e.sku] = nil else line[1] = left end
+        end
+      end
+    elseif k == 'op' then
+      local o = oget(e.oid)
+      if o == nil or o[3] == 'R' then
+        local net = e.tot + (o and o[2] or 0)
+        oset(e.oid, ts, net, 'P')
+        n = n + 1; m = m + net
+        fo = minv(fo, ts); lo = maxv(lo, ts)
+      elseif o[3] == 'C' then
+        oset(e.oid, ts, 0, 'X')
+      end
+      -- the order covers the cart lines it contains; ps/pl: an order ends a premium run
+      for _, sku in ipairs(e.skus or {}) do cart[sku] = nil end
+      ps, pl = nil, nil
+      table.insert(marks, {i = i, ts = ts, n = n, m = m, fo = fo, lo = lo})
+    elseif k == 'oc' then
+      local o = oget(e.oid)
+      if o == nil then
+        oset(e.oid, ts, 0, 'C')
+      elseif o[3] == 'P' then
+        n = n - 1; m = m - o[2]
+        oset(e.oid, o[1], 0, 'X')
+        recompute_last_order()
+      end
+      table.insert(marks, {i = i, ts = ts, n = n, m = m, fo = fo, lo = lo})
+    elseif k == 'or' then
+      local o = oget(e.oid)
+      if o == nil then
+        oset(e.oid, ts, -e.tot, 'R')
+      elseif o[3] == 'P' then
+        -- a refund never takes an order below zero
+        local refund = math.min(e.tot, math.max(o[2], 0))
+        m = m - refund
+        oset(e.oid, o[1], o[2] - refund, 'P')
+      elseif o[3] == 'R' then
+        oset(e.oid, o[1], o[2] - e.tot, 'R')
+      end
+      table.insert(marks, {i = i, ts = ts, n = n, m = m, fo = fo, lo = lo})
+    elseif k == 'st' then
+      -- stitch: merge an anonymous visitor's history into this customer
+      local a = e.a
+      if a.fa then fa = minv(fa, tonumber(a.fa)) end
+      if a.la then la = maxv(la, tonumber(a.la)) end
+      for _, x in ipairs(a.vd and cjson.decode(a.vd) or {}) do ring_add(vd, x[1], x[2]); newest_day = maxv(newest_day, x[1]) end
+      for name, c in pairs(a.cat and cjson.decode(a.cat) or {}) do cat_add(name, c) end
+      if a.pl and (pl == nil or tonumber(a.pl) > pl) then ps, pl = tonumber(a.ps), tonumber(a.pl) end
+      for key, v in pairs(a) do
+        if string.sub(key, 1, 2) == 'c:' then
+          local ch = string.sub(key, 3)
+          channels[ch] = maxv(channels[ch] or num(redis.call('HGET', P, key)), tonumber(v))
+        end
+      end
+    end
+  end
+end
+
+if applied > 0 then
+  if newest_day then vd = ring_prune(vd, newest_day); cd = ring_prune(cd, newest_day) end
+  local w = {'n', n, 'm', m,
+             'vd', cjson.encode(vd), 'cd', cjson.encode(cd), 'cat', cjson.encode(cat)}
+  local function put(name, v) if v ~= nil then table.insert(w, name); table.insert(w, string.format('%d', v)) end end
+  put('fa', fa); put('la', la); put('fo', fo); put('lo', lo); put('ps', ps); put('pl', pl); put('ca', ca)
+  for ch, ts in pairs(channels) do table.insert(w, 'c:' .. ch); table.insert(w, string.format('%d', ts)) end
+  if next(cart) == nil then redis.call('HDEL', P, 'cart') else table.insert(w, 'cart'); table.insert(w, cjson.encode(cart)) end
+  if lo == nil then redis.call('HDEL', P, 'fo', 'lo') end
+  if ps == nil then redis.call('HDEL', P, 'ps', 'pl') end
+  redis.call('HSET', P, unpack(w))
+  if anon_ttl > 0 then redis.call('EXPIRE', P, anon_ttl) end
+end
+
+-- order records: drop those past retention, report the counted ones
+local orders = {}
+local all = redis.call('HGETALL', O)
+for i = 1, #all, 2 do
+  local ts, net, st = string.match(all[i + 1], '^(-?%d+)|(-?%d+)|(%a)$')
+  ts, net = tonumber(ts), tonumber(net)
+  if ts < now - retention_ms then
+    redis.call('HDEL', O, all[i])
+  elseif st == 'P' then
+    table.insert(orders, {ts, net})
+  end
+end
+
+return cjson.encode({
+  applied = applied, dup = dup, created = (not was_known) and fa ~= nil,
+  old = {n = old_n, m = old_m},
+  final = {n = n, m = m, fa = fa, la = la, fo = fo, lo = lo, ps = ps, pl = pl,
+           s = p.s, t = p.t, iv = num(p.iv), ev = num(p.ev)},
+  marks = marks, orders = orders,
+})

@@ -1,0 +1,19 @@
+-- Read a customer's facts and labels without changing anything.
+-- KEYS[1] profile hash, KEYS[2] orders hash. Returns the "final" shape of
+-- apply_customer.lua plus the counted orders, as JSON; nil for no profile.
+local F = {'fa', 'la', 'fo', 'lo', 'n', 'm', 'ps', 'pl', 's', 't', 'iv', 'ev'}
+local raw = redis.call('HMGET', KEYS[1], unpack(F))
+if not raw[1] and not raw[5] then return nil end
+local out = {}
+for i, name in ipairs(F) do
+  if name == 's' or name == 't' then out[name] = raw[i] elseif raw[i] then out[name] = tonumber(raw[i]) end
+end
+out.n = out.n or 0
+out.m = out.m or 0
+local orders = {}
+local all = redis.call('HGETALL', KEYS[2])
+for i = 2, #all, 2 do
+  local ts, net, st = string.match(all[i], '^(-?%d+)|(-?%d+)|(%a)$')
+  if st == 'P' then table.insert(orders, {tonumber(ts), tonumber(net)}) end
+end
+return cjson.encode({final = out, orders = orders})
