@@ -13,3 +13,8 @@ class EmbeddedServiceError(ConnectorError):
     The message carries the tail of the service's log, since that is usually
     where the real cause (port in use, bad flag, crash) is written.
     """
+
+
+class ReplayError(ConnectorError):
+    """A replay file cannot be read as events: unknown format, unreadable file, or a line
+    whose topic cannot be told. The message names the file and the line."""
