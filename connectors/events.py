@@ -9,7 +9,7 @@ ever reaches a total that is kept for years.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -21,6 +21,7 @@ MAX_LINES = 500
 MAX_QTY = 1_000_000
 MAX_CENTS = 10**13  # 100 billion in currency units: beyond any real order
 MAX_STOCK = 10**9
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 TYPES: dict[str, frozenset[str]] = {
     "clicks": frozenset({"page_view", "product_view", "search"}),
@@ -189,6 +190,9 @@ def cents(value: Any, name: str, *, allow_negative: bool = False) -> int:
         raise _Invalid("wrong_type", f"{name}: {str(value)[:40]!r} is not a decimal") from ex
     if not d.is_finite():
         raise _Invalid("bad_value", f"{name}: not a finite number")
+    if d.adjusted() > 13:
+        # Checked before any arithmetic: "1E999999" must not overflow or stall.
+        raise _Invalid("bad_value", f"{name}: out of range")
     scaled = d * 100
     if scaled != scaled.to_integral_value():
         raise _Invalid("bad_value", f"{name}: more than 2 decimal places")
@@ -215,7 +219,8 @@ def _ts(obj: dict[str, Any], limits: Limits) -> int:
             raise _Invalid("bad_ts", f"ts: {v!r} is not RFC 3339") from ex
         if dt.tzinfo is None:
             raise _Invalid("bad_ts", f"ts: {v!r} has no UTC offset")
-        ms = int(dt.timestamp() * 1000)
+        # Integer arithmetic: float seconds * 1000 can land 1 ms short.
+        ms = (dt - EPOCH) // timedelta(milliseconds=1)
     else:
         raise _Invalid("wrong_type", f"ts: expected string or integer, got {type(v).__name__}")
     if ms < limits.min_ts_ms:

@@ -136,13 +136,21 @@ class KafkaInput(FixedPartitionedSource[Record | Tick, int]):
         self._tick_ms = tick_ms
 
     def list_parts(self) -> list[str]:
-        admin = AdminClient({k: v for k, v in self._config.items() if not k.startswith(("group.", "enable.", "auto.", "fetch."))})
+        admin = AdminClient(
+            {
+                k: v
+                for k, v in self._config.items()
+                if not k.startswith(("group.", "enable.", "auto.", "fetch."))
+            }
+        )
         md = admin.list_topics(timeout=10)
         parts = []
         for full in self._topics:
             meta = md.topics.get(full)
             if meta is None or meta.error is not None:
-                raise ConnectorError(f"kafka: topic {full!r} does not exist; run `omnipulse topics create`")
+                raise ConnectorError(
+                    f"kafka: topic {full!r} does not exist; run `omnipulse topics create`"
+                )
             parts.extend(_part_name(full, p) for p in sorted(meta.partitions))
         return parts
 
@@ -150,7 +158,9 @@ class KafkaInput(FixedPartitionedSource[Record | Tick, int]):
         full, _, p = for_part.rpartition("#")
         start = resume_state
         if start is None:
-            start = self._resume_offsets().get(_part_name(self._topics[full], int(p)), OFFSET_BEGINNING)
+            start = self._resume_offsets().get(
+                _part_name(self._topics[full], int(p)), OFFSET_BEGINNING
+            )
         return _PartitionReader(
             self._config,
             full,

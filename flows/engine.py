@@ -12,7 +12,9 @@ from omnipulse.settings import INPUT_TOPICS, Settings
 from state.keys import Keys
 
 
-def build_flow(settings: Settings, *, bootstrap: str, redis_url: str, until_caught_up: bool) -> Dataflow:
+def build_flow(
+    settings: Settings, *, bootstrap: str, redis_url: str, until_caught_up: bool
+) -> Dataflow:
     """Wire the engine. Connections are opened by the steps when workers start."""
     kafka = settings.kafka
     keys = Keys(settings.redis.key_prefix, settings.engine.timer_shards)

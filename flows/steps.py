@@ -47,13 +47,18 @@ log = logging.getLogger(__name__)
 
 IDLE_ADVANCE_MS = 1000
 SWEEP_LIMIT = 2000
+DLQ_RAW_LIMIT = 65_536
 
 ORDER_KIND = {"order_placed": "op", "order_cancelled": "oc", "order_returned": "or"}
 CART_KIND = {"cart_add": "ca", "cart_remove": "cr", "checkout_start": "cs"}
 
 
 def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
 
 
 @dataclass(slots=True)
@@ -164,7 +169,12 @@ class EngineStep:
                 continue
             w.offsets[f"{item.topic}#{item.partition}"] = item.offset + 1
             parsed = parse_record(
-                item.topic, item.value, limits, partition=item.partition, offset=item.offset, key=item.key
+                item.topic,
+                item.value,
+                limits,
+                partition=item.partition,
+                offset=item.offset,
+                key=item.key,
             )
             if isinstance(parsed, Rejected):
                 out.append(self._dead_letter(w, parsed, wall))
@@ -177,13 +187,18 @@ class EngineStep:
 
     def _dead_letter(self, w: _Worker, r: Rejected, wall: int) -> OutMessage:
         w.counters[f"rejected:{r.code}"] += 1
+        raw = r.raw or b""
+        # A dead letter must itself fit in a Kafka message: keep a prefix of
+        # a huge value and say how big it was.
         record = {
             "reason": r.reason,
             "code": r.code,
             "source_topic": w.settings.kafka.topic(r.topic),
             "partition": r.partition,
             "offset": r.offset,
-            "raw_value": base64.b64encode(r.raw or b"").decode(),
+            "raw_value": base64.b64encode(raw[:DLQ_RAW_LIMIT]).decode(),
+            "raw_size": len(raw),
+            "raw_truncated": len(raw) > DLQ_RAW_LIMIT,
             "seen_at": iso(wall),
         }
         return OutMessage(w.settings.kafka.topic(DLQ_TOPIC), r.key, orjson.dumps(record))
@@ -192,7 +207,9 @@ class EngineStep:
         rec = t.to_record(_wall_ms())
         rec["event_ts"] = iso(t.event_ts)
         rec["emitted_at"] = iso(rec["emitted_at"])
-        return OutMessage(w.settings.kafka.trigger_topic(t.kind), t.subject.encode(), orjson.dumps(rec))
+        return OutMessage(
+            w.settings.kafka.trigger_topic(t.kind), t.subject.encode(), orjson.dumps(rec)
+        )
 
 
 def _wall_ms() -> int:
@@ -216,7 +233,10 @@ def _compact(e: Event, tz: ZoneInfo | None) -> dict[str, Any] | None:
         base.update(k=CART_KIND[e.type], sku=d.get("sku"), q=d.get("qty"), p=d.get("unit_price"))
     elif e.topic == "orders":
         base.update(
-            k=ORDER_KIND[e.type], oid=d["order_id"], tot=d["total"], skus=[ln["sku"] for ln in d["lines"]]
+            k=ORDER_KIND[e.type],
+            oid=d["order_id"],
+            tot=d["total"],
+            skus=[ln["sku"] for ln in d["lines"]],
         )
     else:
         return None  # stock and locations do not touch customer state
@@ -251,7 +271,9 @@ def apply_events(w: _Worker, events: list[Event], wall: int) -> list[Trigger]:
         return []
     # Round 0: stitching puts the visitor's history first in the customer's list.
     for (anon, cid), fields in store.take_anonymous(stitch_pairs).items():
-        batches[(cid, False)].insert(0, (f"stitch:{anon}", {"k": "st", "ts": 0, "d": 0, "a": fields}))
+        batches[(cid, False)].insert(
+            0, (f"stitch:{anon}", {"k": "st", "ts": 0, "d": 0, "a": fields})
+        )
     results, durable = store.apply(dict(batches), w.clock.now, max_ts)
     w.clock.merge(durable, wall)
     redirected: dict[tuple[str, bool], list[tuple[str, dict[str, Any]]]] = defaultdict(list)
@@ -277,10 +299,8 @@ def _reviews_of(r: Applied) -> list[_Review]:
     for mark in r.marks:
         state = dict(r.final)
         state.update({k: mark.get(k) for k in ("n", "m", "fo", "lo")})
-        if "ps" in mark or "pl" in mark:
-            state["ps"], state["pl"] = mark.get("ps"), mark.get("pl")
-        else:
-            state["ps"] = state["pl"] = None
+        # only a premium view's mark speaks about the premium run
+        state["pd"] = mark.get("pd")
         out.append(_Review(r.subject, int(mark["ts"]), state, r.orders, r.final, is_last=False))
     last_ts = int(r.final.get("la") or 0)
     if not out or last_ts > out[-1].now:
@@ -295,7 +315,9 @@ def _judge(w: _Worker, reviews: list[_Review]) -> list[Trigger]:
     if not reviews:
         _flush_counters(w)
         return []
-    positions, customers, total = w.store.monetary_positions([int(v.state.get("m") or 0) for v in reviews])
+    positions, customers, total = w.store.monetary_positions(
+        [int(v.state.get("m") or 0) for v in reviews]
+    )
     labels: dict[str, CustomerLabels] = {}
     timers: dict[str, tuple[int | None, int | None]] = {}
     triggers: list[Trigger] = []
@@ -310,7 +332,9 @@ def _judge(w: _Worker, reviews: list[_Review]) -> list[Trigger]:
         now = max(review.now, lab.judged_at or 0)
         lab.judged_at = now
         triggers.extend(
-            decide(cid, lab, facts, rank, now, w.rules.segments, w.rules.tiers, w.rules.holdout_share)
+            decide(
+                cid, lab, facts, rank, now, w.rules.segments, w.rules.tiers, w.rules.holdout_share
+            )
         )
         if review.is_last:
             nxt = next_review_ms(facts, now, w.rules.segments, w.rules.tiers)
@@ -326,7 +350,9 @@ def _judge(w: _Worker, reviews: list[_Review]) -> list[Trigger]:
     return [t for t, ok in zip(triggers, claims, strict=True) if ok]
 
 
-def _rank_excluding_self(review: _Review, below: int, equal: int, customers: int, total: int) -> MonetaryRank:
+def _rank_excluding_self(
+    review: _Review, below: int, equal: int, customers: int, total: int
+) -> MonetaryRank:
     """The ranks were read with the customer's final M in the set; judge the mark's M."""
     final_in = int(review.final_state.get("n") or 0) >= 1
     final_m = int(review.final_state.get("m") or 0)

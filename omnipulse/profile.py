@@ -29,7 +29,9 @@ def read_profile(settings: Settings, redis_url: str, customer_id: str) -> dict[s
         clock.merge(store.clock_max(), 0)
         state, orders = found
         rules = Rules.from_settings(settings)
-        view = profile_view(customer_id, labels_from(state), facts_from(state, orders), clock.now, rules.tiers)
+        view = profile_view(
+            customer_id, labels_from(state), facts_from(state, orders), clock.now, rules.tiers
+        )
         view["churn_score"] = state.get("cs")
         view["first_activity_ts"] = state.get("fa")
         view["last_activity_ts"] = state.get("la")

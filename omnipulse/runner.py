@@ -59,7 +59,9 @@ def endpoints(settings: Settings, *, start_embedded: bool) -> Iterator[Endpoints
             rds.start()
         ep = Endpoints(bootstrap or broker.bootstrap_servers, url or rds.url)  # type: ignore[union-attr]
         EMBEDDED_FILE.parent.mkdir(exist_ok=True)
-        EMBEDDED_FILE.write_bytes(orjson.dumps({"bootstrap": ep.bootstrap, "redis_url": ep.redis_url}))
+        EMBEDDED_FILE.write_bytes(
+            orjson.dumps({"bootstrap": ep.bootstrap, "redis_url": ep.redis_url})
+        )
         log.info("embedded services: kafka %s, redis %s", ep.bootstrap, ep.redis_url)
         yield ep
     finally:
@@ -97,10 +99,26 @@ def run_engine(
     settings: Settings, ep: Endpoints, *, until_caught_up: bool, workers: int = 1
 ) -> None:
     """Run the dataflow; in catch-up mode also fire what the final watermark made due."""
-    flow = build_flow(settings, bootstrap=ep.bootstrap, redis_url=ep.redis_url, until_caught_up=until_caught_up)
-    cli_main(flow, workers_per_process=workers)
+    flow = build_flow(
+        settings, bootstrap=ep.bootstrap, redis_url=ep.redis_url, until_caught_up=until_caught_up
+    )
+    try:
+        cli_main(flow, workers_per_process=workers)
+    except Exception as ex:
+        # Bytewax wraps a Ctrl-C/SIGTERM raised inside a step; stop quietly then.
+        if _interrupted(ex):
+            raise KeyboardInterrupt from ex
+        raise
     if until_caught_up:
         finish_timers(settings, ep)
+
+
+def _interrupted(ex: BaseException | None) -> bool:
+    while ex is not None:
+        if isinstance(ex, KeyboardInterrupt):
+            return True
+        ex = ex.__cause__ or ex.__context__
+    return False
 
 
 def finish_timers(settings: Settings, ep: Endpoints) -> int:

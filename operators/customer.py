@@ -73,6 +73,19 @@ class CustomerLabels:
     judged_at: int | None = None  # event time of the latest judgement
 
 
+def latest_run(days: list[int]) -> tuple[int, int] | None:
+    """The run of consecutive days that ends at the latest day: (first, last)."""
+    if not days:
+        return None
+    ordered = sorted(set(days))
+    first = last = ordered[-1]
+    for d in reversed(ordered[:-1]):
+        if d != first - 1:
+            break
+        first = d
+    return first, last
+
+
 def recency_ms(facts: Facts, now: int) -> int | None:
     """R: since the last order, or since first activity for a customer without orders."""
     basis = facts.last_order_ms if facts.frequency >= 1 else facts.first_activity_ms
@@ -177,7 +190,9 @@ def decide(
     """
     out: list[Trigger] = []
     holdout = in_holdout(customer_id, holdout_share)
-    fingerprint = f"{facts.last_order_ms or facts.first_activity_ms}|{facts.frequency}|{facts.monetary_cents}"
+    fingerprint = (
+        f"{facts.last_order_ms or facts.first_activity_ms}|{facts.frequency}|{facts.monetary_cents}"
+    )
     r = recency_ms(facts, now)
     recency_days = None if r is None else r // DAY_MS
 

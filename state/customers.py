@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import redis
 
-from operators.customer import CustomerLabels, Facts
+from operators.customer import CustomerLabels, Facts, latest_run
 from state.errors import StateError
 from state.keys import Keys
 
@@ -44,7 +44,6 @@ class Applied:
 
 
 def facts_from(state: dict[str, Any], orders: tuple[tuple[int, int], ...]) -> Facts:
-    ps, pl = state.get("ps"), state.get("pl")
     return Facts(
         frequency=int(state.get("n") or 0),
         monetary_cents=int(state.get("m") or 0),
@@ -52,12 +51,14 @@ def facts_from(state: dict[str, Any], orders: tuple[tuple[int, int], ...]) -> Fa
         first_order_ms=_int(state.get("fo")),
         last_order_ms=_int(state.get("lo")),
         orders=orders,
-        premium_streak=None if ps is None or pl is None else (int(ps), int(pl)),
+        premium_streak=latest_run(_list(state.get("pd"))),
     )
 
 
 def labels_from(state: dict[str, Any]) -> CustomerLabels:
-    return CustomerLabels(state.get("s"), state.get("t"), _int(state.get("iv")), _int(state.get("ev")))
+    return CustomerLabels(
+        state.get("s"), state.get("t"), _int(state.get("iv")), _int(state.get("ev"))
+    )
 
 
 def _int(v: Any) -> int | None:
@@ -94,7 +95,9 @@ class CustomerStore:
 
     # -- writes ---------------------------------------------------------------------
 
-    def take_anonymous(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict[str, str]]:
+    def take_anonymous(
+        self, pairs: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], dict[str, str]]:
         """Stitch step 1 for (anonymous_id, customer_id) pairs; returns the histories."""
         pairs = list(dict.fromkeys(pairs))
         if not pairs:
@@ -231,7 +234,9 @@ class CustomerStore:
                 if new is not None:
                     pipe.zadd(key, {cid: new})
             else:
-                self._reschedule(keys=[key], args=[cid, seen, "" if new is None else new], client=pipe)
+                self._reschedule(
+                    keys=[key], args=[cid, seen, "" if new is None else new], client=pipe
+                )
         first_claim = len(pipe)
         for cid, tid in trigger_keys:
             pipe.set(self.keys.trigger(self.keys.customer(cid), tid), 1, nx=True, ex=trigger_ttl_s)
@@ -251,13 +256,17 @@ class CustomerStore:
     def due_reviews(self, shards: Iterable[int], now: int, limit: int) -> list[tuple[str, int]]:
         pipe = self.client.pipeline(transaction=False)
         for shard in shards:
-            pipe.zrangebyscore(self.keys.timers(shard), "-inf", now, start=0, num=limit, withscores=True)
+            pipe.zrangebyscore(
+                self.keys.timers(shard), "-inf", now, start=0, num=limit, withscores=True
+            )
         out = []
         for rows in self._execute(pipe, "read due reviews"):
             out.extend((m.decode() if isinstance(m, bytes) else m, int(s)) for m, s in rows)
         return out
 
-    def read(self, customer_ids: Sequence[str]) -> dict[str, tuple[dict[str, Any], tuple[tuple[int, int], ...]]]:
+    def read(
+        self, customer_ids: Sequence[str]
+    ) -> dict[str, tuple[dict[str, Any], tuple[tuple[int, int], ...]]]:
         pipe = self.client.pipeline(transaction=False)
         for cid in customer_ids:
             pkey = self.keys.customer(cid)
@@ -293,4 +302,3 @@ class CustomerStore:
             return fn()
         except redis.RedisError as ex:
             raise StateError(f"redis: {ex}") from ex
-

@@ -12,17 +12,25 @@ from kafkautil import consume_all, produce
 from omnipulse.runner import Endpoints, create_topics, run_engine
 from omnipulse.settings import Settings, settings_from_dict
 
-T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)  # far enough back for 400 days of history
 
 
 def ts(days: float = 0, hours: float = 0, minutes: float = 0) -> str:
     """An RFC 3339 event time relative to T0."""
-    return (T0 + timedelta(days=days, hours=hours, minutes=minutes)).isoformat().replace("+00:00", "Z")
+    return (
+        (T0 + timedelta(days=days, hours=hours, minutes=minutes)).isoformat().replace("+00:00", "Z")
+    )
 
 
-def make_settings(broker: Any, redis_server: Any, topic_prefix: str, key_prefix: str, **sections: Any) -> Settings:
+def make_settings(
+    broker: Any, redis_server: Any, topic_prefix: str, key_prefix: str, **sections: Any
+) -> Settings:
     data: dict[str, Any] = {
-        "kafka": {"bootstrap_servers": broker.bootstrap_servers, "topic_prefix": topic_prefix, "partitions": 2},
+        "kafka": {
+            "bootstrap_servers": broker.bootstrap_servers,
+            "topic_prefix": topic_prefix,
+            "partitions": 2,
+        },
         "redis": {"url": redis_server.url, "key_prefix": key_prefix},
     }
     for name, values in sections.items():
@@ -57,13 +65,18 @@ class Engine:
         run_engine(self.settings, self.ep, until_caught_up=True)
 
     def triggers(self, topic: str = "triggers.segment") -> list[dict[str, Any]]:
-        return [orjson.loads(r.value) for r in consume_all(self.ep.bootstrap, self.settings.kafka.topic(topic))]
+        return [
+            orjson.loads(r.value)
+            for r in consume_all(self.ep.bootstrap, self.settings.kafka.topic(topic))
+        ]
 
     def dlq(self) -> list[dict[str, Any]]:
         return self.triggers("omnipulse.dlq")
 
 
-def order(cid: str, oid: str, when: str, total: str, *, kind: str = "order_placed", channel: str = "web") -> dict[str, Any]:
+def order(
+    cid: str, oid: str, when: str, total: str, *, kind: str = "order_placed", channel: str = "web"
+) -> dict[str, Any]:
     return {
         "type": kind,
         "ts": when,
@@ -77,7 +90,14 @@ def order(cid: str, oid: str, when: str, total: str, *, kind: str = "order_place
     }
 
 
-def click(cid: str | None, when: str, *, premium: bool = False, anonymous_id: str | None = None, category: str = "shoes") -> dict[str, Any]:
+def click(
+    cid: str | None,
+    when: str,
+    *,
+    premium: bool = False,
+    anonymous_id: str | None = None,
+    category: str = "shoes",
+) -> dict[str, Any]:
     ev: dict[str, Any] = {
         "type": "product_view",
         "ts": when,

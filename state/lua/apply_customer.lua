@@ -28,7 +28,7 @@ if to then
   return cjson.encode({applied = 0, dup = 0, redirect = to})
 end
 
-local F = {'fa', 'la', 'fo', 'lo', 'n', 'm', 'vd', 'cd', 'cat', 'ps', 'pl', 'cart', 'ca', 's', 't', 'iv', 'ev'}
+local F = {'fa', 'la', 'fo', 'lo', 'n', 'm', 'vd', 'cd', 'cat', 'pd', 'lod', 'cart', 'ca', 's', 't', 'iv', 'ev'}
 local raw = redis.call('HMGET', P, unpack(F))
 local p = {}
 for i, name in ipairs(F) do p[name] = raw[i] end
@@ -40,7 +40,7 @@ local function jget(v, default) if v then return cjson.decode(v) end return defa
 local vd, cd = jget(p.vd, {}), jget(p.cd, {})
 local cat = jget(p.cat, {})
 local cart = jget(p.cart, {})
-local ps, pl, ca = num(p.ps), num(p.pl), num(p.ca)
+local pd, lod, ca = jget(p.pd, {}), num(p.lod), num(p.ca)
 local channels = {}
 local touched = {}
 
@@ -75,10 +75,20 @@ local function cat_add(name, count)
   cat[name] = count
 end
 
+-- premium-line browsing days: a small sorted set of distinct days after the
+-- last order day (an order ends a run), at most the last 14
 local function premium_day(day)
-  if pl == day then return end
-  if pl ~= nil and day == pl + 1 then pl = day
-  elseif pl == nil or day > pl then ps, pl = day, day end
+  if lod ~= nil and day <= lod then return end
+  for _, d in ipairs(pd) do if d == day then return end end
+  table.insert(pd, day)
+  table.sort(pd)
+  while #pd > 14 do table.remove(pd, 1) end
+end
+local function order_day(day)
+  lod = maxv(lod, day)
+  local kept = {}
+  for _, d in ipairs(pd) do if d > lod then table.insert(kept, d) end end
+  pd = kept
 end
 
 -- orders: "ts|net|state", state P = counted, X = cancelled, C = cancel seen
@@ -122,7 +132,7 @@ for i, e in ipairs(events) do
       if e.cat then cat_add(e.cat, 1) end
       if e.pr == 1 then
         premium_day(day)
-        table.insert(marks, {i = i, ts = ts, n = n, m = m, fo = fo, lo = lo, ps = ps, pl = pl})
+        table.insert(marks, {i = i, ts = ts, n = n, m = m, fo = fo, lo = lo, pd = pd})
       end
     elseif k == 'ca' or k == 'cr' or k == 'cs' then
       ring_add(cd, day, 1)
@@ -147,9 +157,9 @@ for i, e in ipairs(events) do
       elseif o[3] == 'C' then
         oset(e.oid, ts, 0, 'X')
       end
-      -- the order covers the cart lines it contains; ps/pl: an order ends a premium run
+      -- the order covers the cart lines it contains, and ends a premium run
       for _, sku in ipairs(e.skus or {}) do cart[sku] = nil end
-      ps, pl = nil, nil
+      order_day(day)
       table.insert(marks, {i = i, ts = ts, n = n, m = m, fo = fo, lo = lo})
     elseif k == 'oc' then
       local o = oget(e.oid)
@@ -181,7 +191,7 @@ for i, e in ipairs(events) do
       if a.la then la = maxv(la, tonumber(a.la)) end
       for _, x in ipairs(a.vd and cjson.decode(a.vd) or {}) do ring_add(vd, x[1], x[2]); newest_day = maxv(newest_day, x[1]) end
       for name, c in pairs(a.cat and cjson.decode(a.cat) or {}) do cat_add(name, c) end
-      if a.pl and (pl == nil or tonumber(a.pl) > pl) then ps, pl = tonumber(a.ps), tonumber(a.pl) end
+      for _, d in ipairs(a.pd and cjson.decode(a.pd) or {}) do premium_day(d) end
       for key, v in pairs(a) do
         if string.sub(key, 1, 2) == 'c:' then
           local ch = string.sub(key, 3)
@@ -197,11 +207,11 @@ if applied > 0 then
   local w = {'n', n, 'm', m,
              'vd', cjson.encode(vd), 'cd', cjson.encode(cd), 'cat', cjson.encode(cat)}
   local function put(name, v) if v ~= nil then table.insert(w, name); table.insert(w, string.format('%d', v)) end end
-  put('fa', fa); put('la', la); put('fo', fo); put('lo', lo); put('ps', ps); put('pl', pl); put('ca', ca)
+  put('fa', fa); put('la', la); put('fo', fo); put('lo', lo); put('lod', lod); put('ca', ca)
+  table.insert(w, 'pd'); table.insert(w, cjson.encode(pd))
   for ch, ts in pairs(channels) do table.insert(w, 'c:' .. ch); table.insert(w, string.format('%d', ts)) end
   if next(cart) == nil then redis.call('HDEL', P, 'cart') else table.insert(w, 'cart'); table.insert(w, cjson.encode(cart)) end
   if lo == nil then redis.call('HDEL', P, 'fo', 'lo') end
-  if ps == nil then redis.call('HDEL', P, 'ps', 'pl') end
   redis.call('HSET', P, unpack(w))
   if anon_ttl > 0 then redis.call('EXPIRE', P, anon_ttl) end
 end
@@ -222,7 +232,7 @@ end
 return cjson.encode({
   applied = applied, dup = dup, created = (not was_known) and fa ~= nil,
   old = {n = old_n, m = old_m},
-  final = {n = n, m = m, fa = fa, la = la, fo = fo, lo = lo, ps = ps, pl = pl,
-           s = p.s, t = p.t, iv = num(p.iv), ev = num(p.ev)},
+  final = {n = n, m = m, fa = fa, la = la, fo = fo, lo = lo, pd = pd,
+           s = p.s or nil, t = p.t or nil, iv = num(p.iv), ev = num(p.ev)},
   marks = marks, orders = orders,
 })

@@ -1,0 +1,250 @@
+"""The `omnipulse` command line (SPEC §7)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import orjson
+from confluent_kafka import Producer
+
+from connectors.kafka_io import producer_config
+from omnipulse.errors import OmnipulseError
+from omnipulse.settings import Settings, load_settings
+
+log = logging.getLogger("omnipulse")
+
+DAY_MS = 86_400_000
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from omnipulse.runner import create_topics, endpoints, run_engine
+
+    settings = _settings(args)
+    with endpoints(settings, start_embedded=True) as ep:
+        create_topics(settings, ep.bootstrap)
+        log.info("engine starting (%s)", "until caught up" if args.until_caught_up else "live")
+        run_engine(settings, ep, until_caught_up=args.until_caught_up, workers=args.workers)
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from omnipulse.runner import create_topics, endpoints
+
+    settings = _settings(args)
+    with endpoints(settings, start_embedded=False) as ep:
+        created = create_topics(settings, ep.bootstrap)
+    print(orjson.dumps({"created": created}).decode())
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    print(orjson.dumps(_settings(args).masked(), option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from omnipulse.profile import read_profile
+    from omnipulse.runner import endpoints
+
+    settings = _settings(args)
+    with endpoints(settings, start_embedded=False) as ep:
+        prof = read_profile(settings, ep.redis_url, args.customer_id)
+    if prof is None:
+        print(f"omnipulse: no profile for customer {args.customer_id!r}", file=sys.stderr)
+        return 1
+    print(orjson.dumps(prof, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def produce_records(
+    settings: Settings,
+    bootstrap: str,
+    records: Iterable[tuple[str, str | None, bytes]],
+    *,
+    rate: float | None = None,
+    limit: int | None = None,
+    until: float | None = None,
+) -> int:
+    """Produce (logical topic, key, value) records, paced to `rate` per second."""
+    producer = Producer(producer_config(bootstrap, dict(settings.kafka.extra)))
+    sent = 0
+    started = time.monotonic()
+    for topic, key, value in records:
+        if limit is not None and sent >= limit:
+            break
+        if until is not None and time.monotonic() >= until:
+            break
+        while True:
+            try:
+                producer.produce(settings.kafka.topic(topic), value, key.encode() if key else None)
+                break
+            except BufferError:
+                producer.poll(0.05)  # local queue full: let deliveries drain
+        sent += 1
+        if rate and sent % 100 == 0:
+            ahead = sent / rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+        producer.poll(0)
+    producer.flush(30)
+    return sent
+
+
+def _sim_records(args: argparse.Namespace) -> Iterator[tuple[str, str | None, bytes]]:
+    from omnipulse.simulator import Simulator, to_json_bytes
+
+    start = (
+        args.start_ms
+        if args.start_ms is not None
+        else int(time.time() * 1000) - args.history_days * DAY_MS
+    )
+    sim = Simulator(
+        seed=args.seed,
+        customers=args.customers,
+        start_ms=start,
+        time_scale=args.time_scale,
+        bad_share=args.bad_share,
+    )
+    for rec in sim.reference_data():
+        yield rec.topic, rec.key, to_json_bytes(rec.value)
+    for rec in sim.events():
+        yield rec.topic, rec.key, to_json_bytes(rec.value)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from omnipulse.runner import endpoints
+
+    settings = _settings(args)
+    with endpoints(settings, start_embedded=False) as ep:
+        until = time.monotonic() + args.duration if args.duration else None
+        n = produce_records(
+            settings,
+            ep.bootstrap,
+            _sim_records(args),
+            rate=args.rate,
+            limit=args.events,
+            until=until,
+        )
+    print(orjson.dumps({"produced": n}).decode())
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from connectors.replay import read_events
+    from omnipulse.runner import endpoints
+    from omnipulse.simulator import to_json_bytes
+
+    settings = _settings(args)
+    mapping = dict(item.split("=", 1) for item in args.map or [])
+    recs = read_events(
+        Path(args.file), fmt=args.format, topic=args.topic, column_map=mapping or None
+    )
+    with endpoints(settings, start_embedded=False) as ep:
+        n = produce_records(
+            settings,
+            ep.bootstrap,
+            ((r.topic, r.key, to_json_bytes(r.value)) for r in recs),
+            rate=args.rate,
+        )
+    print(orjson.dumps({"produced": n}).decode())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from omnipulse.demo import run_demo
+
+    return run_demo(_settings(args), args)
+
+
+def _sim_options(p: argparse.ArgumentParser, *, rate: float | None, time_scale: float) -> None:
+    p.add_argument(
+        "--rate", type=float, default=rate, help="events per second (default: as fast as possible)"
+    )
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--events", type=int, default=None, help="stop after this many events")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--customers", type=int, default=5000)
+    p.add_argument(
+        "--time-scale", type=float, default=time_scale, help="simulated seconds per event"
+    )
+    p.add_argument("--bad-share", type=float, default=0.001, help="share of malformed records")
+    p.add_argument("--start-ms", type=int, default=None, help="event time of the first event")
+    p.add_argument("--history-days", type=int, default=180, help="start this many days before now")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="omnipulse", description=__doc__)
+    parser.add_argument(
+        "--config", help="TOML file (default: $OMNIPULSE_CONFIG, else built-in defaults)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the engine")
+    p.add_argument(
+        "--until-caught-up",
+        action="store_true",
+        help="process what the topics hold, fire due timers, exit",
+    )
+    p.add_argument("--workers", type=int, default=1, help="worker threads in this process")
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("simulate", help="produce realistic omnichannel traffic")
+    _sim_options(p, rate=2000.0, time_scale=1.0)
+    p.set_defaults(fn=cmd_simulate)
+
+    p = sub.add_parser("replay", help="load historical events from a JSONL or CSV file")
+    p.add_argument("file")
+    p.add_argument("--format", choices=["jsonl", "csv"], default=None)
+    p.add_argument("--topic", default=None, help="topic for records that do not name one")
+    p.add_argument("--map", action="append", metavar="FIELD=COLUMN", help="CSV column mapping")
+    p.add_argument("--rate", type=float, default=None)
+    p.set_defaults(fn=cmd_replay)
+
+    p = sub.add_parser("profile", help="print a customer's profile as JSON")
+    p.add_argument("customer_id")
+    p.set_defaults(fn=cmd_profile)
+
+    p = sub.add_parser("topics", help="manage topics")
+    p.add_argument("action", choices=["create"])
+    p.set_defaults(fn=cmd_topics)
+
+    p = sub.add_parser("config", help="show the effective configuration (secrets masked)")
+    p.add_argument("action", choices=["show"])
+    p.set_defaults(fn=cmd_config)
+
+    p = sub.add_parser("demo", help="embedded services + simulator + engine, with a live view")
+    _sim_options(p, rate=3000.0, time_scale=120.0)
+    p.set_defaults(fn=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # SIGTERM (docker stop, kill) takes the same clean path as Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        return args.fn(args)
+    except OmnipulseError as ex:
+        print(f"omnipulse: {ex}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
