@@ -11,6 +11,7 @@ mode it emits a `Tick`, so event time can move on and timers fire.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -25,6 +26,10 @@ from confluent_kafka.admin import AdminClient
 from connectors.errors import ConnectorError
 
 log = logging.getLogger(__name__)
+
+# Set by the CLI's SIGINT/SIGTERM handler: every partition then ends at its
+# next batch, so the dataflow finishes normally and the sinks flush.
+SHUTDOWN = threading.Event()
 
 
 @dataclass(slots=True)
@@ -81,7 +86,7 @@ class _PartitionReader(StatefulSourcePartition[Record | Tick, int]):
         self._done = False
 
     def next_batch(self) -> list[Record | Tick]:
-        if self._done:
+        if self._done or SHUTDOWN.is_set():
             raise StopIteration
         msgs = self._consumer.consume(self._batch_size, 0.05)
         now_ms = int(time.time() * 1000)

@@ -8,6 +8,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import orjson
@@ -27,11 +28,18 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from connectors.kafka_io import SHUTDOWN
     from omnipulse.runner import create_topics, endpoints, run_engine
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("signal %d: finishing the current batches, then stopping", signum)
+        SHUTDOWN.set()
 
     settings = _settings(args)
     with endpoints(settings, start_embedded=True) as ep:
         create_topics(settings, ep.bootstrap)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
         log.info("engine starting (%s)", "until caught up" if args.until_caught_up else "live")
         run_engine(settings, ep, until_caught_up=args.until_caught_up, workers=args.workers)
     return 0
@@ -117,8 +125,20 @@ def _sim_records(args: argparse.Namespace) -> Iterator[tuple[str, str | None, by
     )
     for rec in sim.reference_data():
         yield rec.topic, rec.key, to_json_bytes(rec.value)
+    wall_ms = int(time.time() * 1000)
     for rec in sim.events():
+        if isinstance(rec.value, dict) and _event_ms(rec.value.get("ts")) > wall_ms:
+            log.info("simulated time has reached the present: stopping the simulator")
+            return
         yield rec.topic, rec.key, to_json_bytes(rec.value)
+
+
+def _event_ms(ts: object) -> int:
+    if isinstance(ts, int):
+        return ts
+    if isinstance(ts, str):
+        return int(datetime.fromisoformat(ts).timestamp() * 1000)
+    return 0
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -179,7 +199,7 @@ def _sim_options(p: argparse.ArgumentParser, *, rate: float | None, time_scale: 
     )
     p.add_argument("--bad-share", type=float, default=0.001, help="share of malformed records")
     p.add_argument("--start-ms", type=int, default=None, help="event time of the first event")
-    p.add_argument("--history-days", type=int, default=180, help="start this many days before now")
+    p.add_argument("--history-days", type=int, default=400, help="start this many days before now")
 
 
 def build_parser() -> argparse.ArgumentParser:
