@@ -28,6 +28,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -70,7 +71,7 @@ def _log_tail(path: Path, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
 
 
-class _EmbeddedService:
+class _EmbeddedService(ABC):
     """A child process on a local port, with a run directory and a log file."""
 
     name: ClassVar[str]
@@ -87,12 +88,13 @@ class _EmbeddedService:
 
     # -- what subclasses provide -------------------------------------------------
 
+    @abstractmethod
     def _command(self, port: int, run_dir: Path) -> list[str]:
-        raise NotImplementedError
+        """The command line that starts the service on `port`."""
 
+    @abstractmethod
     def _probe(self, port: int, remaining: float) -> bool:
         """Return True once the service answers its own protocol."""
-        raise NotImplementedError
 
     # -- lifecycle ---------------------------------------------------------------
 

@@ -9,11 +9,13 @@ ever reaches a total that is kept for years.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import orjson
+
+from operators.clock import datetime_to_ms
 
 MAX_ID_LEN = 128
 MAX_TEXT_LEN = 512
@@ -21,7 +23,6 @@ MAX_LINES = 500
 MAX_QTY = 1_000_000
 MAX_CENTS = 10**13  # 100 billion in currency units: beyond any real order
 MAX_STOCK = 10**9
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 TYPES: dict[str, frozenset[str]] = {
     "clicks": frozenset({"page_view", "product_view", "search"}),
@@ -219,8 +220,7 @@ def _ts(obj: dict[str, Any], limits: Limits) -> int:
             raise _Invalid("bad_ts", f"ts: {v!r} is not RFC 3339") from ex
         if dt.tzinfo is None:
             raise _Invalid("bad_ts", f"ts: {v!r} has no UTC offset")
-        # Integer arithmetic: float seconds * 1000 can land 1 ms short.
-        ms = (dt - EPOCH) // timedelta(milliseconds=1)
+        ms = datetime_to_ms(dt)
     else:
         raise _Invalid("wrong_type", f"ts: expected string or integer, got {type(v).__name__}")
     if ms < limits.min_ts_ms:

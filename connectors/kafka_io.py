@@ -17,11 +17,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from connectors.errors import ConnectorError
 
@@ -141,14 +139,12 @@ class KafkaInput(FixedPartitionedSource[Record | Tick, int]):
         self._tick_ms = tick_ms
 
     def list_parts(self) -> list[str]:
-        admin = AdminClient(
-            {
-                k: v
-                for k, v in self._config.items()
-                if not k.startswith(("group.", "enable.", "auto.", "fetch."))
-            }
-        )
-        md = admin.list_topics(timeout=10)
+        # The consumer's own config: same security settings, no admin-only keys.
+        probe = Consumer(self._config)
+        try:
+            md = probe.list_topics(timeout=10)
+        finally:
+            probe.close()
         parts = []
         for full in self._topics:
             meta = md.topics.get(full)
@@ -231,10 +227,6 @@ class KafkaOutput(DynamicSink[OutMessage]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProducerPartition:
         return _ProducerPartition(self._config)
-
-
-def encode_json(obj: Any) -> bytes:
-    return orjson.dumps(obj)
 
 
 def produce_all(config: dict[str, Any], messages: Iterable[OutMessage]) -> int:

@@ -18,8 +18,8 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, fields
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -29,7 +29,7 @@ import redis
 from connectors.events import Event, Limits, Rejected, parse_record
 from connectors.kafka_io import OutMessage, Record, Tick
 from omnipulse.settings import DLQ_TOPIC, Settings
-from operators.clock import DAY_MS, Watermark
+from operators.clock import DAY_MS, Watermark, ms_to_rfc3339
 from operators.customer import (
     CustomerLabels,
     MonetaryRank,
@@ -41,7 +41,6 @@ from operators.customer import (
 )
 from operators.triggers import Trigger
 from state.customers import Applied, CustomerStore, facts_from, labels_from
-from state.keys import Keys
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +52,6 @@ ORDER_KIND = {"order_placed": "op", "order_cancelled": "oc", "order_returned": "
 CART_KIND = {"cart_add": "ca", "cart_remove": "cr", "checkout_start": "cs"}
 
 
-def iso(ms: int) -> str:
-    return (
-        datetime.fromtimestamp(ms / 1000, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
-
-
 @dataclass(slots=True)
 class Rules:
     segments: SegmentRules
@@ -70,23 +61,15 @@ class Rules:
 
     @classmethod
     def from_settings(cls, s: Settings) -> Rules:
-        seg = s.segments
         return cls(
+            # SegmentRules mirrors [segments] field for field.
             segments=SegmentRules(
-                core_recency_days=seg.core_recency_days,
-                core_min_frequency=seg.core_min_frequency,
-                core_top_share=seg.core_top_share,
-                new_recency_days=seg.new_recency_days,
-                new_max_frequency=seg.new_max_frequency,
-                potential_recency_days=seg.potential_recency_days,
-                potential_min_frequency=seg.potential_min_frequency,
-                potential_max_frequency=seg.potential_max_frequency,
-                potential_low_pct=seg.potential_low_pct,
-                potential_high_pct=seg.potential_high_pct,
-                sleeping_recency_days=seg.sleeping_recency_days,
-                sleeping_min_frequency=seg.sleeping_min_frequency,
-                premium_streak_days=seg.premium_streak_days,
-                offers=dict(seg.offers),
+                **{
+                    f.name: getattr(s.segments, f.name)
+                    for f in fields(SegmentRules)
+                    if f.name != "offers"
+                },
+                offers=dict(s.segments.offers),
             ),
             tiers=TierRules(
                 gold_spend_cents=int(s.tiers.gold_spend * 100),
@@ -139,10 +122,10 @@ class EngineStep:
         if w is None:
             s = self.settings
             client = redis.Redis.from_url(self.redis_url)
-            keys = Keys(s.redis.key_prefix, s.engine.timer_shards)
-            store = CustomerStore(client, keys, dedup_ttl_s=int(s.engine.dedup_ttl.total_seconds()))
-            clock = Watermark(int(s.engine.allowed_lateness.total_seconds() * 1000))
-            clock.merge(store.clock_max(), _wall_ms())
+            store = CustomerStore.for_settings(client, s)
+            clock = store.watermark(
+                int(s.engine.allowed_lateness.total_seconds() * 1000), _wall_ms()
+            )
             tz = None if s.engine.timezone == "UTC" else ZoneInfo(s.engine.timezone)
             w = _Worker(s, self.live, client, store, Rules.from_settings(s), clock, tz)
             self._local.worker = w
@@ -199,14 +182,14 @@ class EngineStep:
             "raw_value": base64.b64encode(raw[:DLQ_RAW_LIMIT]).decode(),
             "raw_size": len(raw),
             "raw_truncated": len(raw) > DLQ_RAW_LIMIT,
-            "seen_at": iso(wall),
+            "seen_at": ms_to_rfc3339(wall),
         }
         return OutMessage(w.settings.kafka.topic(DLQ_TOPIC), r.key, orjson.dumps(record))
 
     def trigger_message(self, t: Trigger, w: _Worker) -> OutMessage:
         rec = t.to_record(_wall_ms())
-        rec["event_ts"] = iso(t.event_ts)
-        rec["emitted_at"] = iso(rec["emitted_at"])
+        rec["event_ts"] = ms_to_rfc3339(t.event_ts)
+        rec["emitted_at"] = ms_to_rfc3339(rec["emitted_at"])
         return OutMessage(
             w.settings.kafka.trigger_topic(t.kind), t.subject.encode(), orjson.dumps(rec)
         )
@@ -270,9 +253,9 @@ def apply_events(w: _Worker, events: list[Event], wall: int) -> list[Trigger]:
         _flush_counters(w)
         return []
     # Round 0: stitching puts the visitor's history first in the customer's list.
-    for (anon, cid), fields in store.take_anonymous(stitch_pairs).items():
+    for (anon, cid), history in store.take_anonymous(stitch_pairs).items():
         batches[(cid, False)].insert(
-            0, (f"stitch:{anon}", {"k": "st", "ts": 0, "d": 0, "a": fields})
+            0, (f"stitch:{anon}", {"k": "st", "ts": 0, "d": 0, "a": history})
         )
     results, durable = store.apply(dict(batches), w.clock.now, max_ts)
     w.clock.merge(durable, wall)
@@ -282,7 +265,7 @@ def apply_events(w: _Worker, events: list[Event], wall: int) -> list[Trigger]:
         if r.redirect:
             redirected[(r.redirect, False)].extend(batches[(r.subject, True)])
     if redirected:
-        more, durable = store.apply(dict(redirected), w.clock.now, max_ts)
+        more, _ = store.apply(dict(redirected), w.clock.now, max_ts)
         results.extend(more)
     store.update_monetary(results)
     reviews = []

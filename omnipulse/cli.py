@@ -17,10 +17,9 @@ from confluent_kafka import Producer
 from connectors.kafka_io import producer_config
 from omnipulse.errors import OmnipulseError
 from omnipulse.settings import Settings, load_settings
+from operators.clock import DAY_MS, datetime_to_ms
 
 log = logging.getLogger("omnipulse")
-
-DAY_MS = 86_400_000
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -137,7 +136,7 @@ def _event_ms(ts: object) -> int:
     if isinstance(ts, int):
         return ts
     if isinstance(ts, str):
-        return int(datetime.fromisoformat(ts).timestamp() * 1000)
+        return datetime_to_ms(datetime.fromisoformat(ts))
     return 0
 
 
@@ -249,14 +248,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # SIGTERM (docker stop, kill) takes the same clean path as Ctrl-C.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # SIGTERM (docker stop, kill) takes the same clean path as Ctrl-C;
+    # `run` replaces both with a handler that drains the dataflow.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return args.fn(args)
     except OmnipulseError as ex:

@@ -8,25 +8,18 @@ import redis
 
 from flows.steps import Rules
 from omnipulse.settings import Settings
-from operators.clock import Watermark
 from operators.customer import profile_view
 from state.customers import CustomerStore, facts_from, labels_from
-from state.keys import Keys
 
 
 def read_profile(settings: Settings, redis_url: str, customer_id: str) -> dict[str, Any] | None:
     """The customer's profile judged at the engine's current event time, or None."""
     with redis.Redis.from_url(redis_url) as client:
-        store = CustomerStore(
-            client,
-            Keys(settings.redis.key_prefix, settings.engine.timer_shards),
-            dedup_ttl_s=int(settings.engine.dedup_ttl.total_seconds()),
-        )
+        store = CustomerStore.for_settings(client, settings)
         found = store.read([customer_id]).get(customer_id)
         if found is None:
             return None
-        clock = Watermark(int(settings.engine.allowed_lateness.total_seconds() * 1000))
-        clock.merge(store.clock_max(), 0)
+        clock = store.watermark(int(settings.engine.allowed_lateness.total_seconds() * 1000), 0)
         state, orders = found
         rules = Rules.from_settings(settings)
         view = profile_view(

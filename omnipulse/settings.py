@@ -46,6 +46,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from omnipulse.errors import ConfigError
+from operators.clock import datetime_to_ms, ms_to_rfc3339
 
 __all__ = [
     "CONFIG_ENV",
@@ -452,14 +453,12 @@ def _epoch_ms(value: Any, key: str) -> int:
         raise _fail(key, expected, value)
     if value_dt.tzinfo is None:
         raise _fail(key, expected, value)
-    delta = value_dt - datetime(1970, 1, 1, tzinfo=UTC)
-    return delta // timedelta(milliseconds=1)
+    return datetime_to_ms(value_dt)
 
 
 def _ms_to_rfc3339(ms: int) -> str:
-    dt = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
-    text = dt.isoformat(timespec="milliseconds" if ms % 1000 else "seconds")
-    return text.replace("+00:00", "Z")
+    # whole seconds read better in `config show`: 2000-01-01T00:00:00Z
+    return ms_to_rfc3339(ms).replace(".000Z", "Z")
 
 
 _HHMM = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")

@@ -10,9 +10,23 @@ where it was.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def datetime_to_ms(dt: datetime) -> int:
+    """Epoch milliseconds of an aware datetime, exactly (no float seconds)."""
+    return (dt - EPOCH) // _MS
+
+
+def ms_to_rfc3339(ms: int) -> str:
+    """`2026-11-22T10:15:00.250Z`: UTC, millisecond precision."""
+    dt = EPOCH + ms * _MS
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(slots=True)

@@ -15,6 +15,8 @@ from typing import Any
 import orjson
 import redis
 
+from omnipulse.settings import Settings
+from operators.clock import Watermark
 from operators.customer import CustomerLabels, Facts, latest_run
 from state.errors import StateError
 from state.keys import Keys
@@ -92,6 +94,20 @@ class CustomerStore:
         self._take = client.register_script(_load("take_anonymous.lua"))
         self._clock = client.register_script(_load("advance_clock.lua"))
         self._reschedule = client.register_script(_load("reschedule.lua"))
+
+    @classmethod
+    def for_settings(cls, client: redis.Redis, settings: Settings) -> CustomerStore:
+        return cls(
+            client,
+            Keys(settings.redis.key_prefix, settings.engine.timer_shards),
+            dedup_ttl_s=int(settings.engine.dedup_ttl.total_seconds()),
+        )
+
+    def watermark(self, lateness_ms: int, wall_ms: int) -> Watermark:
+        """A clock that goes on from the durable maximum event time."""
+        clock = Watermark(lateness_ms)
+        clock.merge(self.clock_max(), wall_ms)
+        return clock
 
     # -- writes ---------------------------------------------------------------------
 
