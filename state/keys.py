@@ -12,6 +12,18 @@ layout works on Redis Cluster: a customer's Lua call touches one slot only.
     <p>:clock               hash   max_event_ms: the durable watermark basis
     <p>:stats               hash   counters: events, rejects, duplicates, triggers
     <p>:offsets             hash   "topic/partition" -> next offset to read
+
+Inventory and locations share one hash tag, {inv}, so a single Lua call can
+touch several SKUs atomically (one slot, also on Redis Cluster):
+
+    <p>:{inv}:s:<sku>       hash   location_id -> on_hand
+    <p>:{inv}:m:<sku>       hash   "<loc>|<field>": rp, max, lt, arm, x, dd, du, mu, var, nd
+    <p>:{inv}:lp            hash   sku -> list price, cents
+    <p>:{inv}:a:<order>     string allocation plan (JSON) or "released" tombstone (TTL)
+    <p>:{inv}:e:<event>     string dedup marker of an applied stock event or sale (TTL)
+    <p>:{inv}:loc           hash   location_id -> location record (JSON)
+    <p>:{inv}:geo           geo    active locations
+    <p>:{inv}:locv          string version counter of the location table
 """
 
 from __future__ import annotations
@@ -66,3 +78,37 @@ class Keys:
     @property
     def offsets(self) -> str:
         return f"{self.prefix}:offsets"
+
+    # -- inventory and locations: one hash tag, {inv} --------------------------------
+
+    @property
+    def inv_base(self) -> str:
+        return f"{self.prefix}:{{inv}}"
+
+    def inv_stock(self, sku: str) -> str:
+        return f"{self.inv_base}:s:{sku}"
+
+    def inv_meta(self, sku: str) -> str:
+        return f"{self.inv_base}:m:{sku}"
+
+    @property
+    def inv_price(self) -> str:
+        return f"{self.inv_base}:lp"
+
+    def inv_alloc(self, order_id: str) -> str:
+        return f"{self.inv_base}:a:{order_id}"
+
+    def inv_dedup(self, event_id: str) -> str:
+        return f"{self.inv_base}:e:{event_id}"
+
+    @property
+    def locations(self) -> str:
+        return f"{self.inv_base}:loc"
+
+    @property
+    def locations_geo(self) -> str:
+        return f"{self.inv_base}:geo"
+
+    @property
+    def locations_version(self) -> str:
+        return f"{self.inv_base}:locv"
