@@ -50,6 +50,19 @@ class Tick:
 
 
 @dataclass(slots=True)
+class PartitionMark:
+    """A partition opened (`at_end` False) or reached its end (True).
+
+    The event-time clock waits for open partitions and stops waiting for
+    those at their end, so one topic read ahead of another cannot make
+    time pass for events still queued.
+    """
+
+    part: str  # "topic#partition", logical topic name
+    at_end: bool
+
+
+@dataclass(slots=True)
 class OutMessage:
     topic: str  # full topic name (prefix included)
     key: bytes | None
@@ -60,7 +73,7 @@ def _part_name(topic: str, partition: int) -> str:
     return f"{topic}#{partition}"
 
 
-class _PartitionReader(StatefulSourcePartition[Record | Tick, int]):
+class _PartitionReader(StatefulSourcePartition[Record | Tick | PartitionMark, int]):
     def __init__(
         self,
         config: dict[str, Any],
@@ -82,17 +95,23 @@ class _PartitionReader(StatefulSourcePartition[Record | Tick, int]):
         self._tick_ms = tick_ms
         self._last_data_ms = int(time.time() * 1000)
         self._done = False
+        self._opened = False
+        self._part = _part_name(logical, partition)
 
-    def next_batch(self) -> list[Record | Tick]:
+    def next_batch(self) -> list[Record | Tick | PartitionMark]:
         if self._done or SHUTDOWN.is_set():
             raise StopIteration
+        out: list[Record | Tick | PartitionMark] = []
+        if not self._opened:
+            self._opened = True
+            return [PartitionMark(self._part, at_end=False)]
         msgs = self._consumer.consume(self._batch_size, 0.05)
         now_ms = int(time.time() * 1000)
-        out: list[Record | Tick] = []
         for msg in msgs:
             err = msg.error()
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
+                    out.append(PartitionMark(self._part, at_end=True))
                     if self._until_caught_up:
                         self._done = True
                     continue
@@ -118,7 +137,7 @@ class _PartitionReader(StatefulSourcePartition[Record | Tick, int]):
         self._consumer.close()
 
 
-class KafkaInput(FixedPartitionedSource[Record | Tick, int]):
+class KafkaInput(FixedPartitionedSource[Record | Tick | PartitionMark, int]):
     """All partitions of the given topics; resume offsets from `resume_offsets`."""
 
     def __init__(

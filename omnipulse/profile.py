@@ -6,7 +6,7 @@ from typing import Any
 
 import redis
 
-from flows.steps import Rules
+from flows.rules import Rules
 from omnipulse.settings import Settings
 from operators.customer import profile_view
 from state.customers import CustomerStore, facts_from, labels_from

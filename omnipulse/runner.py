@@ -130,9 +130,9 @@ def finish_timers(settings: Settings, ep: Endpoints) -> int:
     # Each pass moves every due review to its next review time, which is
     # strictly later; the pass limit only guards against a bug looping forever.
     for _ in range(10_000):
-        triggers, due = sweep_once(worker)
+        records, due = sweep_once(worker)
         if not due:
             break
-        msgs = [step.trigger_message(t, worker) for t in triggers]
+        msgs = [step.message(rec, worker) for rec in records]
         emitted += produce_all(config, msgs)
     return emitted

@@ -555,6 +555,14 @@ def _journey_steps(value: Any, key: str) -> Mapping[str, timedelta]:
     return FrozenDict(dict(sorted(out.items(), key=lambda kv: kv[1])))
 
 
+def _opt_path(value: Any, key: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise _fail(key, "a file path", value)
+    return value
+
+
 def _unknown(key: str, known: Any, what: str = "key") -> ConfigError:
     name = key.rsplit(".", 1)[-1]
     close = difflib.get_close_matches(name, sorted(known), n=1)
@@ -790,6 +798,19 @@ class ReorderSettings(_Section):
     default_lead_time_days: int = _opt(7, _pos_int)
     ewma_alpha: float = _opt(0.2, _float(0.0, 1.0, lo_open=True))
     safety_stock: int = _opt(0, _nonneg_int)
+    min_history_days: int = _opt(7, _pos_int)
+    cover_days: int = _opt(14, _nonneg_int)
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class AllocationSettings(_Section):
+    """Order allocation and the location reference data (SPEC §5.7)."""
+
+    SECTION: ClassVar[str] = "allocation"
+
+    ship_from_stores: bool = _opt(True, _bool)
+    locations_file: str | None = _opt(None, _opt_path)
+    plan_retention: timedelta = _opt(timedelta(days=30), _pos_duration)
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -841,6 +862,7 @@ _SECTIONS: dict[str, type[_Section]] = {
         AbandonedCartSettings,
         JourneySettings,
         ReorderSettings,
+        AllocationSettings,
         ChurnSettings,
         PriceSettings,
         PolicySettings,
@@ -860,6 +882,7 @@ class Settings:
     abandoned_cart: AbandonedCartSettings = field(default_factory=AbandonedCartSettings)
     journey: JourneySettings = field(default_factory=JourneySettings)
     reorder: ReorderSettings = field(default_factory=ReorderSettings)
+    allocation: AllocationSettings = field(default_factory=AllocationSettings)
     churn: ChurnSettings = field(default_factory=ChurnSettings)
     price: PriceSettings = field(default_factory=PriceSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)

@@ -9,7 +9,7 @@ where it was.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 DAY_MS = 86_400_000
@@ -31,29 +31,68 @@ def ms_to_rfc3339(ms: int) -> str:
 
 @dataclass(slots=True)
 class Watermark:
-    """Monotone event-time clock. Never goes backwards."""
+    """Monotone event-time clock over the input partitions. Never goes backwards.
+
+    Its basis is the lowest of the highest event times of the partitions still
+    delivering: one topic read ahead of another (a replay, a backfill, a slow
+    partition) cannot make time pass for events still queued elsewhere. A
+    partition at its end (caught up) no longer holds it back; when all are,
+    the basis is the highest event time seen. Calls without a partition name
+    count as one implicit partition.
+    """
 
     lateness_ms: int
-    max_event_ms: int = 0
-    # Wall time (ms) at which max_event_ms last moved; used for idle advance.
+    max_event_ms: int = 0  # the basis; the caller persists it
+    # Wall time (ms) at which the basis last moved; used for idle advance.
     last_moved_wall_ms: int = 0
+    highest_ms: int = 0
+    partition_max: dict[str, int] = field(default_factory=dict)
+    delivering: set[str] = field(default_factory=set)
 
-    def observe(self, event_ms: int, wall_ms: int) -> bool:
+    def opened(self, part: str) -> None:
+        """A partition starts: it holds the clock back until it delivers or ends."""
+        self.partition_max.setdefault(part, 0)
+        self.delivering.add(part)
+
+    def observe(self, event_ms: int, wall_ms: int, part: str = "") -> bool:
         """Account for an event; True when it is late (before the watermark)."""
         late = event_ms < self.now
-        if event_ms > self.max_event_ms:
-            self.max_event_ms = event_ms
-            self.last_moved_wall_ms = wall_ms
+        if event_ms > self.partition_max.get(part, 0):
+            self.partition_max[part] = event_ms
+        self.delivering.add(part)
+        self.highest_ms = max(self.highest_ms, event_ms)
+        self._settle(wall_ms)
         return late
 
+    def caught_up(self, part: str, wall_ms: int) -> None:
+        """A partition reached its end: it no longer holds the clock back."""
+        was_delivering = bool(self.delivering)
+        self.delivering.discard(part)
+        self._settle(wall_ms)
+        if was_delivering and not self.delivering:
+            # idle time counts from now, not from the last time the clock moved
+            self.last_moved_wall_ms = max(self.last_moved_wall_ms, wall_ms)
+
+    def _settle(self, wall_ms: int) -> None:
+        if self.delivering:
+            basis = min(self.partition_max.get(p, 0) for p in self.delivering)
+        else:
+            basis = self.highest_ms
+        if basis > self.max_event_ms:
+            self.max_event_ms = basis
+            self.last_moved_wall_ms = wall_ms
+
     def merge(self, durable_max_ms: int, wall_ms: int) -> None:
-        """Take the durable (or another worker's) maximum if it is ahead."""
+        """Take the durable (or another worker's) basis if it is ahead."""
         if durable_max_ms > self.max_event_ms:
             self.max_event_ms = durable_max_ms
             self.last_moved_wall_ms = wall_ms
 
     def advance_idle(self, wall_ms: int, idle_after_ms: int) -> None:
-        """Live mode: with no new event for `idle_after_ms`, let wall time move it on."""
+        """Live mode: every partition caught up and quiet for `idle_after_ms`:
+        let wall time move the clock on (so a cart still expires at 3 a.m.)."""
+        if self.delivering:
+            return
         if self.max_event_ms and wall_ms - self.last_moved_wall_ms >= idle_after_ms:
             self.max_event_ms += wall_ms - self.last_moved_wall_ms
             self.last_moved_wall_ms = wall_ms

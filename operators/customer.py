@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from operators.clock import DAY_MS
-from operators.triggers import Trigger, in_holdout
+from operators.triggers import Trigger, in_holdout, money
 
 SEGMENTS = ("core", "new", "potential", "sleeping", "regular")
 TIERS = ("silver", "gold", "platinum")
@@ -71,6 +71,9 @@ class CustomerLabels:
     tier: str | None
     invited_streak_day: int | None  # first day of the premium run last invited
     judged_at: int | None = None  # event time of the latest judgement
+    cart_decided_for: int | None = None  # last cart activity whose deadline was decided
+    cart_last_fired: int | None = None  # deadline of the last abandoned_cart trigger
+    journey_done: tuple[str, ...] = ()  # journey steps sent or cancelled
 
 
 def latest_run(days: list[int]) -> tuple[int, int] | None:
@@ -167,11 +170,6 @@ def next_review_ms(facts: Facts, now: int, seg: SegmentRules, tiers: TierRules) 
     return min(future) if future else None
 
 
-def _money(cents: int) -> str:
-    sign = "-" if cents < 0 else ""
-    return f"{sign}{abs(cents) // 100}.{abs(cents) % 100:02d}"
-
-
 def decide(
     customer_id: str,
     labels: CustomerLabels,
@@ -210,9 +208,9 @@ def decide(
                     "rule": f"rfm_{new_segment}",
                     "recency_days": recency_days,
                     "frequency": facts.frequency,
-                    "monetary": _money(facts.monetary_cents),
+                    "monetary": money(facts.monetary_cents),
                     "monetary_percentile": round(rank.percentile, 4),
-                    "monetary_mean": _money(round(rank.mean_cents)),
+                    "monetary_mean": money(round(rank.mean_cents)),
                 },
                 payload={
                     "old_segment": labels.segment,
@@ -235,11 +233,11 @@ def decide(
                 event_ts=now,
                 reason={
                     "rule": "rolling_spend",
-                    "spend_12m": _money(spend),
-                    "gold_at": _money(tier_rules.gold_spend_cents),
-                    "platinum_at": _money(tier_rules.platinum_spend_cents),
+                    "spend_12m": money(spend),
+                    "gold_at": money(tier_rules.gold_spend_cents),
+                    "platinum_at": money(tier_rules.platinum_spend_cents),
                 },
-                payload={"old_tier": labels.tier, "new_tier": new_tier, "spend_12m": _money(spend)},
+                payload={"old_tier": labels.tier, "new_tier": new_tier, "spend_12m": money(spend)},
                 holdout=holdout,
             )
         )
@@ -292,12 +290,12 @@ def profile_view(
     return {
         "customer_id": customer_id,
         "frequency": facts.frequency,
-        "monetary": _money(facts.monetary_cents),
+        "monetary": money(facts.monetary_cents),
         "first_order_ts": facts.first_order_ms,
         "last_order_ts": facts.last_order_ms,
         "recency_days": None if r is None else r // DAY_MS,
         "segment": labels.segment,
         "tier": labels.tier,
-        "spend_12m": _money(spend),
+        "spend_12m": money(spend),
         "core_potential": labels.invited_streak_day is not None,
     }

@@ -20,6 +20,12 @@ MARKETING_KINDS = frozenset(
 )
 
 
+def money(cents: int) -> str:
+    """Cents as the exact decimal string triggers carry: 1999 -> "19.99"."""
+    sign = "-" if cents < 0 else ""
+    return f"{sign}{abs(cents) // 100}.{abs(cents) % 100:02d}"
+
+
 def trigger_id(kind: str, subject: str, cause: str) -> str:
     """Same (kind, subject, cause) -> same id, so replays de-duplicate downstream."""
     digest = hashlib.blake2b(f"{kind}\x1f{subject}\x1f{cause}".encode(), digest_size=16)

@@ -43,6 +43,7 @@ class Applied:
     final: dict[str, Any] = field(default_factory=dict)
     marks: list[dict[str, Any]] = field(default_factory=list)
     orders: tuple[tuple[int, int], ...] = ()
+    conversions: list[tuple[str, bool]] = field(default_factory=list)  # (kind, holdout)
 
 
 def facts_from(state: dict[str, Any], orders: tuple[tuple[int, int], ...]) -> Facts:
@@ -59,8 +60,27 @@ def facts_from(state: dict[str, Any], orders: tuple[tuple[int, int], ...]) -> Fa
 
 def labels_from(state: dict[str, Any]) -> CustomerLabels:
     return CustomerLabels(
-        state.get("s"), state.get("t"), _int(state.get("iv")), _int(state.get("ev"))
+        state.get("s"),
+        state.get("t"),
+        _int(state.get("iv")),
+        _int(state.get("ev")),
+        cart_decided_for=_int(state.get("acf")),
+        cart_last_fired=_int(state.get("acl")),
+        journey_done=tuple(x for x in (state.get("js") or "").split(",") if x),
     )
+
+
+def _label_fields(lab: CustomerLabels) -> dict[str, Any]:
+    """Profile field -> value (None = delete the field)."""
+    return {
+        "s": lab.segment,
+        "t": lab.tier,
+        "iv": lab.invited_streak_day,
+        "ev": lab.judged_at,
+        "acf": lab.cart_decided_for,
+        "acl": lab.cart_last_fired,
+        "js": ",".join(lab.journey_done) or None,
+    }
 
 
 def _int(v: Any) -> int | None:
@@ -83,12 +103,14 @@ class CustomerStore:
         dedup_ttl_s: int,
         window_days: int = 60,
         retention_ms: int = 400 * 86_400_000,
+        uplift_window_ms: int = 7 * 86_400_000,
     ) -> None:
         self.client = client
         self.keys = keys
         self.dedup_ttl_s = dedup_ttl_s
         self.window_days = window_days
         self.retention_ms = retention_ms
+        self.uplift_window_ms = uplift_window_ms
         self._apply = client.register_script(_load("apply_customer.lua"))
         self._read = client.register_script(_load("read_customer.lua"))
         self._take = client.register_script(_load("take_anonymous.lua"))
@@ -101,6 +123,7 @@ class CustomerStore:
             client,
             Keys(settings.redis.key_prefix, settings.engine.timer_shards),
             dedup_ttl_s=int(settings.engine.dedup_ttl.total_seconds()),
+            uplift_window_ms=int(settings.policy.uplift_window.total_seconds() * 1000),
         )
 
     def watermark(self, lateness_ms: int, wall_ms: int) -> Watermark:
@@ -153,6 +176,7 @@ class CustomerStore:
                 now,
                 ANON_TTL_S if anonymous else 0,
                 orjson.dumps([ev for _, ev in events]),
+                self.uplift_window_ms,
             ]
             self._apply(keys=keys, args=args, client=pipe)
         self._clock(keys=[self.keys.clock], args=[max_event_ms], client=pipe)
@@ -174,6 +198,7 @@ class CustomerStore:
                     final=final,
                     marks=_list(r.get("marks")),
                     orders=tuple((int(ts), int(net)) for ts, net in _list(r.get("orders"))),
+                    conversions=[(k, bool(h)) for k, h in _list(r.get("conversions"))],
                 )
             )
         return results, int(replies[-1])
@@ -212,34 +237,27 @@ class CustomerStore:
         pairs = [(int(r[2 * i]), int(r[2 * i + 1])) for i in range(len(values))]
         return pairs, int(r[-2]), int(r[-1] or 0)
 
-    def commit_decisions(
+    def pipeline(self) -> Any:
+        return self.client.pipeline(transaction=False)
+
+    def queue_commit(
         self,
+        pipe: Any,
         labels: dict[str, CustomerLabels],
         timers: dict[str, tuple[int | None, int | None]],
-        trigger_keys: Sequence[tuple[str, str]],
-        trigger_ttl_s: int,
         counters: dict[str, int],
         offsets: dict[str, int] | None = None,
-    ) -> list[bool]:
-        """Write labels and review timers; claim trigger ids (True = emit it).
+    ) -> None:
+        """Queue labels, review timers, counters and resume offsets on `pipe`.
 
         `timers` maps customer -> (score we saw or None, new score or None).
+        Offsets go last: they are resume points, valid only once the rest is in.
         """
-        pipe = self.client.pipeline(transaction=False)
         for cid, lab in labels.items():
             pkey = self.keys.customer(cid)
-            fields: dict[str, Any] = {}
-            dels = []
-            for name, v in (
-                ("s", lab.segment),
-                ("t", lab.tier),
-                ("iv", lab.invited_streak_day),
-                ("ev", lab.judged_at),
-            ):
-                if v is None:
-                    dels.append(name)
-                else:
-                    fields[name] = v
+            values = _label_fields(lab)
+            fields = {k: v for k, v in values.items() if v is not None}
+            dels = [k for k, v in values.items() if v is None]
             if fields:
                 pipe.hset(pkey, mapping=fields)
             if dels:
@@ -253,19 +271,18 @@ class CustomerStore:
                 self._reschedule(
                     keys=[key], args=[cid, seen, "" if new is None else new], client=pipe
                 )
-        first_claim = len(pipe)
-        for cid, tid in trigger_keys:
-            pipe.set(self.keys.trigger(self.keys.customer(cid), tid), 1, nx=True, ex=trigger_ttl_s)
         for name, n in counters.items():
             if n:
                 pipe.hincrby(self.keys.stats, name, n)
         if offsets:
-            # Resume points: written only once the batch's state is in Redis.
             pipe.hset(self.keys.offsets, mapping=offsets)
-        if not len(pipe):
-            return []
-        replies = self._execute(pipe, "commit decisions")
-        return [bool(x) for x in replies[first_claim : first_claim + len(trigger_keys)]]
+
+    def queue_clock(self, pipe: Any, basis_ms: int) -> None:
+        """Persist the watermark basis (kept only if ahead of the stored one)."""
+        self._clock(keys=[self.keys.clock], args=[basis_ms], client=pipe)
+
+    def execute(self, pipe: Any, what: str) -> list[Any]:
+        return self._execute(pipe, what)
 
     # -- reads ----------------------------------------------------------------------
 

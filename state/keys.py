@@ -4,7 +4,9 @@ layout works on Redis Cluster: a customer's Lua call touches one slot only.
     <p>:{c:<id>}            hash   profile (RFM facts, rings, cart, labels)
     <p>:{c:<id>}:o          hash   order_id -> "ts|net_cents|state" (pruned past retention)
     <p>:{c:<id>}:e:<event>  string dedup marker of an applied event (TTL)
-    <p>:{c:<id>}:t:<trig>   string emitted-once marker of a trigger (TTL)
+    <p>:{c:<id>}:t:<trig>   string emitted-once marker of a customer's trigger (TTL)
+    <p>:{c:<id>}:cap:<day>  string marketing triggers on that calendar day (TTL)
+    <p>:{t:<trig>}          string emitted-once marker of a SKU/order trigger (TTL)
     <p>:{a:<id>}            hash   anonymous visitor's history (TTL), or "to" once stitched
     <p>:rfm:m               zset   customer -> monetary cents, customers with F >= 1
     <p>:rfm:agg             hash   sum (cents), count, customers
@@ -52,6 +54,14 @@ class Keys:
 
     def trigger(self, profile_key: str, trigger_id: str) -> str:
         return f"{profile_key}:t:{trigger_id}"
+
+    def cap(self, profile_key: str, day: int) -> str:
+        """Count of the customer's marketing triggers on one calendar day."""
+        return f"{profile_key}:cap:{day}"
+
+    def claim(self, trigger_id: str) -> str:
+        """Emitted-once marker of a trigger whose subject is not a customer."""
+        return f"{self.prefix}:{{t:{trigger_id}}}"
 
     def timer_shard(self, customer_id: str) -> int:
         return zlib.crc32(customer_id.encode()) % self.timer_shards

@@ -9,10 +9,12 @@
 -- ARGV[4]   event-time now (watermark), ms
 -- ARGV[5]   TTL of an anonymous profile, seconds (0 = a known customer: no TTL)
 -- ARGV[6]   events, a JSON array of compact events (see state/customers.py)
+-- ARGV[7]   uplift window, ms: an order this soon after a trigger converts it
 --
 -- Every update is order-insensitive where it can be (min/max/sums), so two
 -- workers or a late event converge on the same state. Returns a JSON object:
--- {applied, dup, redirect?, old={n,m}, final={...}, marks=[...], orders=[[ts,net]...]}
+-- {applied, dup, redirect?, old={n,m}, final={...}, marks=[...], orders=[[ts,net]...],
+--  conversions=[[kind, holdout]...]}
 
 local P, O = KEYS[1], KEYS[2]
 local dedup_ttl = tonumber(ARGV[1])
@@ -21,6 +23,7 @@ local retention_ms = tonumber(ARGV[3])
 local now = tonumber(ARGV[4])
 local anon_ttl = tonumber(ARGV[5])
 local events = cjson.decode(ARGV[6])
+local uplift_ms = tonumber(ARGV[7])
 
 -- A visitor already stitched to a customer: hand the events to that customer.
 local to = redis.call('HGET', P, 'to')
@@ -28,7 +31,8 @@ if to then
   return cjson.encode({applied = 0, dup = 0, redirect = to})
 end
 
-local F = {'fa', 'la', 'fo', 'lo', 'n', 'm', 'vd', 'cd', 'cat', 'pd', 'lod', 'cart', 'ca', 's', 't', 'iv', 'ev'}
+local F = {'fa', 'la', 'fo', 'lo', 'n', 'm', 'vd', 'cd', 'cat', 'pd', 'lod', 'cart', 'ca', 's', 't', 'iv', 'ev',
+           'cov', 'ls', 'lst', 'lpos', 'lpt', 'up', 'acf', 'acl', 'js', 'hq'}
 local raw = redis.call('HMGET', P, unpack(F))
 local p = {}
 for i, name in ipairs(F) do p[name] = raw[i] end
@@ -41,6 +45,12 @@ local vd, cd = jget(p.vd, {}), jget(p.cd, {})
 local cat = jget(p.cat, {})
 local cart = jget(p.cart, {})
 local pd, lod, ca = jget(p.pd, {}), num(p.lod), num(p.ca)
+-- cov: sku -> time of the latest order that contained it, so a cart_add that
+-- arrives after the order covering it (out of order) does not reopen the cart
+local cov = jget(p.cov, {})
+local ls, lst, lpos, lpt = p.ls, num(p.lst), p.lpos, num(p.lpt)
+local up = jget(p.up, {})  -- exposures: {kind, trigger ts, holdout 0/1, converted 0/1}
+local conversions = {}
 local channels = {}
 local touched = {}
 
@@ -113,6 +123,25 @@ local function recompute_last_order()
   if n == 0 then fo = nil; lo = nil end
 end
 
+-- where the customer was last seen: a store (clicks in store, pickups, POS) or a
+-- delivery address; the latest by event time wins
+local function seen_at_store(store, ts)
+  if store and (lst == nil or ts >= lst) then ls, lst = store, ts end
+end
+local function seen_at_position(lat, lon, ts)
+  if lat and (lpt == nil or ts >= lpt) then lpos, lpt = string.format('%.6f,%.6f', lat, lon), ts end
+end
+
+-- uplift: a newly placed order converts every open exposure it falls after
+local function convert(ts)
+  for _, x in ipairs(up) do
+    if x[4] == 0 and x[2] < ts and ts <= x[2] + uplift_ms then
+      x[4] = 1
+      table.insert(conversions, {x[1], x[3]})
+    end
+  end
+end
+
 local applied, dup, marks = 0, 0, {}
 local newest_day = nil
 for i, e in ipairs(events) do
@@ -126,6 +155,8 @@ for i, e in ipairs(events) do
       fa = minv(fa, ts); la = maxv(la, ts)
       newest_day = maxv(newest_day, day)
       if e.ch then channels[e.ch] = maxv(channels[e.ch] or num(redis.call('HGET', P, 'c:' .. e.ch)), ts) end
+      seen_at_store(e.st, ts)
+      seen_at_position(e.lat, e.lon, ts)
     end
     if k == 'v' then
       ring_add(vd, day, 1)
@@ -137,7 +168,7 @@ for i, e in ipairs(events) do
     elseif k == 'ca' or k == 'cr' or k == 'cs' then
       ring_add(cd, day, 1)
       ca = maxv(ca, ts)
-      if k == 'ca' then
+      if k == 'ca' and not (cov[e.sku] and cov[e.sku] >= ts) then
         local line = cart[e.sku] or {0, 0, 0}
         cart[e.sku] = {line[1] + e.q, e.p or line[2], maxv(line[3], ts)}
       elseif k == 'cr' then
@@ -154,11 +185,18 @@ for i, e in ipairs(events) do
         oset(e.oid, ts, net, 'P')
         n = n + 1; m = m + net
         fo = minv(fo, ts); lo = maxv(lo, ts)
+        convert(ts)
       elseif o[3] == 'C' then
         oset(e.oid, ts, 0, 'X')
+        convert(ts)
       end
-      -- the order covers the cart lines it contains, and ends a premium run
-      for _, sku in ipairs(e.skus or {}) do cart[sku] = nil end
+      -- the order covers the cart lines it contains that were added before it,
+      -- and ends a premium run
+      for _, sku in ipairs(e.skus or {}) do
+        local line = cart[sku]
+        if line and line[3] <= ts then cart[sku] = nil end
+        cov[sku] = maxv(cov[sku], ts)
+      end
       order_day(day)
       table.insert(marks, {i = i, ts = ts, n = n, m = m, fo = fo, lo = lo})
     elseif k == 'oc' then
@@ -211,6 +249,16 @@ if applied > 0 then
   table.insert(w, 'pd'); table.insert(w, cjson.encode(pd))
   for ch, ts in pairs(channels) do table.insert(w, 'c:' .. ch); table.insert(w, string.format('%d', ts)) end
   if next(cart) == nil then redis.call('HDEL', P, 'cart') else table.insert(w, 'cart'); table.insert(w, cjson.encode(cart)) end
+  -- keep only coverage that can still matter: the last 2 days before the newest, at most 32
+  local newest_cov, kept_cov, size = nil, {}, 0
+  for _, t in pairs(cov) do newest_cov = maxv(newest_cov, t) end
+  for sku, t in pairs(cov) do
+    if t >= newest_cov - 2 * 86400000 and size < 32 then kept_cov[sku] = t; size = size + 1 end
+  end
+  if size > 0 then table.insert(w, 'cov'); table.insert(w, cjson.encode(kept_cov)) end
+  if ls then table.insert(w, 'ls'); table.insert(w, ls); put('lst', lst) end
+  if lpos then table.insert(w, 'lpos'); table.insert(w, lpos); put('lpt', lpt) end
+  if #conversions > 0 then table.insert(w, 'up'); table.insert(w, cjson.encode(up)) end
   if lo == nil then redis.call('HDEL', P, 'fo', 'lo') end
   redis.call('HSET', P, unpack(w))
   if anon_ttl > 0 then redis.call('EXPIRE', P, anon_ttl) end
@@ -233,6 +281,8 @@ return cjson.encode({
   applied = applied, dup = dup, created = (not was_known) and fa ~= nil,
   old = {n = old_n, m = old_m},
   final = {n = n, m = m, fa = fa, la = la, fo = fo, lo = lo, pd = pd,
-           s = p.s or nil, t = p.t or nil, iv = num(p.iv), ev = num(p.ev)},
-  marks = marks, orders = orders,
+           s = p.s or nil, t = p.t or nil, iv = num(p.iv), ev = num(p.ev),
+           cart = cart, ca = ca, ls = ls, lpos = lpos,
+           acf = num(p.acf), acl = num(p.acl), js = p.js, hq = p.hq},
+  marks = marks, orders = orders, conversions = conversions,
 })

@@ -1,14 +1,17 @@
 -- Read a customer's facts and labels without changing anything.
 -- KEYS[1] profile hash, KEYS[2] orders hash. Returns the "final" shape of
 -- apply_customer.lua plus the counted orders, as JSON; nil for no profile.
-local F = {'fa', 'la', 'fo', 'lo', 'n', 'm', 'pd', 's', 't', 'iv', 'ev'}
+local F = {'fa', 'la', 'fo', 'lo', 'n', 'm', 'pd', 's', 't', 'iv', 'ev',
+           'cart', 'ca', 'ls', 'lpos', 'acf', 'acl', 'js', 'hq'}
+local STRINGS = {s = true, t = true, ls = true, lpos = true, js = true, hq = true}
+local JSON = {pd = true, cart = true}
 local raw = redis.call('HMGET', KEYS[1], unpack(F))
 if not raw[1] and not raw[5] then return nil end
 local out = {}
 for i, name in ipairs(F) do
   if not raw[i] then -- absent field: leave it out
-  elseif name == 's' or name == 't' then out[name] = raw[i]
-  elseif name == 'pd' then out[name] = cjson.decode(raw[i])
+  elseif STRINGS[name] then out[name] = raw[i]
+  elseif JSON[name] then out[name] = cjson.decode(raw[i])
   else out[name] = tonumber(raw[i]) end
 end
 out.n = out.n or 0

@@ -85,6 +85,7 @@ def test_restart_resumes_from_the_durable_maximum() -> None:
 def test_idle_advance_moves_with_wall_time() -> None:
     clock = Watermark(LATE)
     clock.observe(T, WALL)
+    clock.caught_up("", WALL)  # wall time moves the clock only once input is caught up
     clock.advance_idle(WALL + 999, idle_after_ms=1000)  # not idle long enough
     assert clock.max_event_ms == T
     clock.advance_idle(WALL + 1000, idle_after_ms=1000)
@@ -123,8 +124,45 @@ def test_merge_resets_the_idle_timer() -> None:
 def test_idle_advance_never_goes_backwards_after_real_events() -> None:
     clock = Watermark(LATE)
     clock.observe(T, WALL)
+    clock.caught_up("", WALL)
     clock.advance_idle(WALL + HOUR_MS, idle_after_ms=1000)
     ahead = clock.now
     # A delayed event from before the idle advance: late, and the clock holds.
     assert clock.observe(T + 1000, WALL + HOUR_MS + 1) is True
     assert clock.now == ahead
+
+
+def test_a_partition_read_ahead_does_not_move_the_clock_for_the_others() -> None:
+    clock = Watermark(LATE)
+    clock.opened("clicks#0")
+    clock.opened("orders#0")
+    clock.observe(T + 2 * HOUR_MS, WALL, "clicks#0")
+    assert clock.now == 0  # orders#0 has delivered nothing yet
+    clock.observe(T, WALL, "orders#0")
+    assert clock.now == T - LATE
+    # an order 30 min after T is not late although clicks are 2 h ahead
+    assert clock.observe(T + 30 * 60_000, WALL, "orders#0") is False
+    assert clock.now == T + 30 * 60_000 - LATE
+
+
+def test_a_caught_up_partition_stops_holding_the_clock_back() -> None:
+    clock = Watermark(LATE)
+    clock.observe(T + 2 * HOUR_MS, WALL, "clicks#0")
+    clock.observe(T, WALL, "orders#0")
+    clock.caught_up("orders#0", WALL)
+    assert clock.now == T + 2 * HOUR_MS - LATE
+    clock.caught_up("clicks#0", WALL)
+    assert clock.now == T + 2 * HOUR_MS - LATE
+    # new data on a caught-up partition: it holds the clock again, which stays put
+    clock.observe(T + HOUR_MS, WALL, "orders#0")
+    assert clock.now == T + 2 * HOUR_MS - LATE
+
+
+def test_idle_advance_waits_while_a_partition_still_delivers() -> None:
+    clock = Watermark(LATE)
+    clock.observe(T, WALL, "clicks#0")
+    clock.advance_idle(WALL + HOUR_MS, idle_after_ms=1000)
+    assert clock.max_event_ms == T
+    clock.caught_up("clicks#0", WALL + HOUR_MS)
+    clock.advance_idle(WALL + 2 * HOUR_MS, idle_after_ms=1000)
+    assert clock.max_event_ms == T + HOUR_MS

@@ -1,0 +1,290 @@
+"""Customer rounds of a batch: apply events to profiles, then judge customers.
+
+Applying costs a fixed number of pipelined round trips whatever the batch size:
+(0) stitch anonymous histories, when the batch has any; (1) one Lua call per
+customer plus the clock. Judging reads the M distribution in one more round
+and calls the pure decisions in `operators`. Decisions driven by time alone
+(a cart deadline, a journey step, the end of quiet hours) are taken only by
+timer sweeps, at the watermark; an event's review just schedules them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from connectors.events import Event
+from flows.worker import Worker
+from operators.cart import decide_abandoned_cart, pending_deadline
+from operators.customer import (
+    CustomerLabels,
+    MonetaryRank,
+    decide,
+    next_review_ms,
+    percentile_rank,
+)
+from operators.journey import decide_journey, next_step_due
+from operators.policy import local_day
+from operators.triggers import Trigger, in_holdout
+from state.customers import Applied, facts_from, labels_from
+
+ORDER_KIND = {"order_placed": "op", "order_cancelled": "oc", "order_returned": "or"}
+CART_KIND = {"cart_add": "ca", "cart_remove": "cr", "checkout_start": "cs"}
+
+
+@dataclass(slots=True)
+class Review:
+    """One decision point of one customer: judge the state after `mark` at `now`."""
+
+    customer_id: str
+    now: int
+    state: dict[str, Any]
+    orders: tuple[tuple[int, int], ...]
+    final_state: dict[str, Any]
+    timer_seen: int | None = None  # set for a timer sweep's review
+    is_last: bool = True
+
+
+@dataclass(slots=True)
+class Decisions:
+    labels: dict[str, CustomerLabels] = field(default_factory=dict)
+    timers: dict[str, tuple[int | None, int | None]] = field(default_factory=dict)
+    triggers: list[Trigger] = field(default_factory=list)
+
+
+def compact(e: Event, w: Worker) -> dict[str, Any] | None:
+    """The few fields apply_customer.lua needs, under short names."""
+    base: dict[str, Any] = {"ts": e.ts, "d": local_day(e.ts, w.rules.tz), "ch": e.channel}
+    d = e.data
+    if e.topic == "clicks":
+        base.update(
+            k="v",
+            cat=d.get("category"),
+            pr=1 if d.get("premium") else 0,
+            st=d.get("store_id"),
+            lat=d.get("lat"),
+            lon=d.get("lon"),
+        )
+    elif e.topic == "carts":
+        base.update(
+            k=CART_KIND[e.type],
+            sku=d.get("sku"),
+            q=d.get("qty"),
+            p=d.get("unit_price"),
+            lat=d.get("lat"),
+            lon=d.get("lon"),
+        )
+    elif e.topic == "orders":
+        f = d.get("fulfilment") or {}
+        base.update(
+            k=ORDER_KIND[e.type],
+            oid=d["order_id"],
+            tot=d["total"],
+            skus=[ln["sku"] for ln in d["lines"]],
+            st=f.get("store_id"),
+            lat=f.get("lat"),
+            lon=f.get("lon"),
+        )
+    else:
+        return None  # stock and locations do not touch customer state
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def apply_customers(w: Worker, events: list[Event], wall: int) -> list[Applied]:
+    """Rounds 0-1: stitch, then apply each customer's events in one Lua call."""
+    store = w.store
+    batches: dict[tuple[str, bool], list[tuple[str, dict[str, Any]]]] = defaultdict(list)
+    stitch_pairs = []
+    for e in events:
+        c = compact(e, w)
+        if c is None:
+            continue
+        if e.customer_id is not None:
+            if e.anonymous_id is not None:
+                stitch_pairs.append((e.anonymous_id, e.customer_id))
+            batches[(e.customer_id, False)].append((e.event_id, c))
+        elif e.anonymous_id is not None:
+            batches[(e.anonymous_id, True)].append((e.event_id, c))
+    if not batches:
+        return []
+    # Round 0: stitching puts the visitor's history first in the customer's list.
+    for (anon, cid), history in store.take_anonymous(stitch_pairs).items():
+        batches[(cid, False)].insert(
+            0, (f"stitch:{anon}", {"k": "st", "ts": 0, "d": 0, "a": history})
+        )
+    results, durable = store.apply(dict(batches), w.clock.now, w.clock.max_event_ms)
+    w.clock.merge(durable, wall)
+    redirected: dict[tuple[str, bool], list[tuple[str, dict[str, Any]]]] = defaultdict(list)
+    for r in results:
+        w.counters["duplicates"] += r.duplicates
+        if r.redirect:
+            redirected[(r.redirect, False)].extend(batches[(r.subject, True)])
+    if redirected:
+        more, _ = store.apply(dict(redirected), w.clock.now, w.clock.max_event_ms)
+        results.extend(more)
+    store.update_monetary(results)
+    for r in results:
+        for kind, holdout in r.conversions:
+            w.counters[f"uplift:{kind}:{_group(holdout)}:converted"] += 1
+    return [r for r in results if not r.anonymous and r.applied]
+
+
+def _group(holdout: bool) -> str:
+    return "holdout" if holdout else "treated"
+
+
+def reviews_of(r: Applied) -> list[Review]:
+    """Decision points: after each order or premium view, and at the customer's last event."""
+    out = []
+    for mark in r.marks:
+        state = dict(r.final)
+        state.update({k: mark.get(k) for k in ("n", "m", "fo", "lo")})
+        # only a premium view's mark speaks about the premium run
+        state["pd"] = mark.get("pd")
+        out.append(Review(r.subject, int(mark["ts"]), state, r.orders, r.final, is_last=False))
+    last_ts = int(r.final.get("la") or 0)
+    if not out or last_ts > out[-1].now:
+        out.append(Review(r.subject, last_ts, dict(r.final), r.orders, r.final))
+    else:
+        out[-1].is_last = True
+    return out
+
+
+def judge(
+    w: Worker, reviews: list[Review], available: dict[str, int | None] | None = None
+) -> Decisions:
+    """Rank, then decide (pure) each review; `available` is cart stock for sweeps."""
+    out = Decisions()
+    if not reviews:
+        return out
+    rules = w.rules
+    positions, customers, total = w.store.monetary_positions(
+        [int(v.state.get("m") or 0) for v in reviews]
+    )
+    for review, (below, equal) in zip(reviews, positions, strict=True):
+        cid = review.customer_id
+        lab = out.labels.get(cid) or labels_from(review.final_state)
+        out.labels[cid] = lab
+        facts = facts_from(review.state, review.orders)
+        rank = _rank_excluding_self(review, below, equal, customers, total)
+        # A customer's clock never runs backwards: a late event is judged at
+        # the latest time the customer was already judged at, not before it.
+        now = max(review.now, lab.judged_at or 0)
+        lab.judged_at = now
+        holdout = in_holdout(cid, rules.holdout_share)
+        out.triggers.extend(
+            decide(cid, lab, facts, rank, now, rules.segments, rules.tiers, rules.holdout_share)
+        )
+        final = review.final_state
+        cart = final.get("cart") or {}
+        if review.timer_seen is not None:
+            out.triggers.extend(_timed(w, cid, lab, facts, final, cart, available or {}, holdout))
+        if review.is_last:
+            held = _held_releases(final.get("hq"))
+            if review.timer_seen is not None:
+                # this sweep's settlement releases what is due now
+                held = [q for q in held if q > w.clock.now]
+            due = [
+                next_review_ms(facts, now, rules.segments, rules.tiers),
+                pending_deadline(cart, _int(final.get("ca")), lab.cart_decided_for, rules.cart),
+                next_step_due(facts.first_order_ms, rules.journey_steps, lab.journey_done),
+                *held,
+            ]
+            pending = [t for t in due if t is not None]
+            out.timers[cid] = (review.timer_seen, min(pending) if pending else None)
+    return out
+
+
+def _timed(
+    w: Worker,
+    cid: str,
+    lab: CustomerLabels,
+    facts: Any,
+    final: dict[str, Any],
+    cart: dict[str, Any],
+    available: dict[str, int | None],
+    holdout: bool,
+) -> list[Trigger]:
+    """Cart deadline and journey steps that the watermark has made due."""
+    rules, now = w.rules, w.clock.now
+    out: list[Trigger] = []
+    decided = decide_abandoned_cart(
+        cid,
+        cart,
+        _int(final.get("ca")),
+        lab.cart_decided_for,
+        lab.cart_last_fired,
+        lab.segment,
+        available,
+        now,
+        rules.cart,
+        holdout,
+    )
+    if decided is not None:
+        lab.cart_decided_for = decided.decided_for
+        w.counters[f"cart:{decided.result}"] += 1
+        if decided.trigger is not None:
+            lab.cart_last_fired = decided.trigger.event_ts
+            out.append(decided.trigger)
+    journey = decide_journey(
+        cid,
+        facts.first_order_ms,
+        facts.orders,
+        rules.journey_steps,
+        lab.journey_done,
+        now,
+        holdout,
+    )
+    if journey.done:
+        lab.journey_done = (*lab.journey_done, *journey.done)
+        w.counters["journey:cancelled"] += len(journey.cancelled)
+        out.extend(journey.triggers)
+    return out
+
+
+def due_cart_skus(states: dict[str, Any], w: Worker) -> list[str]:
+    """SKUs of the carts whose deadline the watermark has passed (to read their stock)."""
+    skus: list[str] = []
+    for final, _ in states.values():
+        lab = labels_from(final)
+        cart = final.get("cart") or {}
+        deadline = pending_deadline(cart, _int(final.get("ca")), lab.cart_decided_for, w.rules.cart)
+        if deadline is not None and deadline <= w.clock.now:
+            skus.extend(cart)
+    return skus
+
+
+def _held_releases(raw: Any) -> list[int]:
+    if not raw:
+        return []
+    held = orjson.loads(raw)
+    return [int(x["q"]) for x in held] if isinstance(held, list) else []
+
+
+def _int(v: Any) -> int | None:
+    return None if v is None else int(v)
+
+
+def _rank_excluding_self(
+    review: Review, below: int, equal: int, customers: int, total: int
+) -> MonetaryRank:
+    """The ranks were read with the customer's final M in the set; judge the mark's M."""
+    final_in = int(review.final_state.get("n") or 0) >= 1
+    final_m = int(review.final_state.get("m") or 0)
+    n, m = int(review.state.get("n") or 0), int(review.state.get("m") or 0)
+    if final_in:
+        customers -= 1
+        total -= final_m
+        if final_m < m:
+            below -= 1
+        elif final_m == m:
+            equal -= 1
+    if n >= 1:
+        customers += 1
+        total += m
+        equal += 1
+    mean = total / customers if customers else 0.0
+    return MonetaryRank(percentile_rank(below, equal, customers), mean, customers)

@@ -1,0 +1,115 @@
+"""Settling a batch's decisions: claims, daily caps, quiet hours, uplift counters.
+
+One round trip writes the labels and timers and settles every trigger (a Lua
+call per customer, a SET NX per SKU/order trigger); a second writes the
+counters that depend on those outcomes and, last, the resume offsets. What
+comes back is the list of trigger records to emit now.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from flows.worker import Worker
+from operators.clock import ms_to_rfc3339
+from operators.customer import CustomerLabels
+from operators.policy import MARKETING_KINDS, local_day
+from operators.triggers import Trigger
+from state.ledger import ClaimItem, TriggerLedger
+
+
+def record_of(t: Trigger) -> dict[str, Any]:
+    """The trigger record as emitted, less `emitted_at` (stamped by the sink)."""
+    rec = t.to_record(0)
+    del rec["emitted_at"]
+    rec["event_ts"] = ms_to_rfc3339(t.event_ts)
+    return rec
+
+
+def settle(
+    w: Worker,
+    labels: dict[str, CustomerLabels],
+    timers: dict[str, tuple[int | None, int | None]],
+    customer_triggers: Iterable[Trigger],
+    other_triggers: Iterable[Trigger] = (),
+    release_for: Iterable[str] = (),
+) -> list[dict[str, Any]]:
+    """Write decisions, settle triggers; returns the records to emit now."""
+    rules, now = w.rules, w.clock.now
+    items: dict[str, list[ClaimItem]] = defaultdict(list)
+    for t in customer_triggers:
+        marketing = t.kind in MARKETING_KINDS
+        release = rules.quiet.release_ms(t.event_ts) if marketing and rules.quiet else None
+        record = record_of(t)
+        if release:
+            record["held_until"] = ms_to_rfc3339(release)
+        items[t.subject].append(
+            ClaimItem(
+                t.trigger_id,
+                t.kind,
+                t.event_ts,
+                local_day(t.event_ts, rules.tz),
+                marketing,
+                t.holdout,
+                release or 0,
+                record,
+            )
+        )
+        if release:
+            # wake the customer up when the quiet hours end
+            seen, nxt = timers.get(t.subject, (None, None))
+            timers[t.subject] = (seen, release if nxt is None else min(nxt, release))
+    for cid in release_for:
+        items.setdefault(cid, [])
+    others = list(other_triggers)
+
+    pipe = w.store.pipeline()
+    w.store.queue_commit(pipe, labels, timers, {})
+    slots = {}
+    for cid, its in items.items():
+        its.sort(key=lambda i: (i.event_ts, i.kind, i.trigger_id))
+        slots[cid] = w.ledger.queue_customer(pipe, cid, its, now)
+    other_slots = [w.ledger.queue_other(pipe, t.trigger_id) for t in others]
+    replies = w.store.execute(pipe, "settle triggers") if len(pipe) else []
+
+    out: list[dict[str, Any]] = []
+    for cid, slot in slots.items():
+        result = TriggerLedger.settlement(replies[slot])
+        for it, outcome in zip(items[cid], result.outcomes, strict=True):
+            group = "holdout" if it.holdout else "treated"
+            if outcome == "capped":
+                w.counters[f"suppressed:{it.kind}"] += 1
+                continue
+            if outcome == "dup":
+                continue
+            if it.marketing:
+                w.counters[f"uplift:{it.kind}:{group}:sent"] += 1
+            if outcome == "held":
+                w.counters[f"held:{it.kind}"] += 1
+            else:
+                out.append(it.record)
+        for kind, holdout in result.conversions:
+            group = "holdout" if holdout else "treated"
+            w.counters[f"uplift:{kind}:{group}:converted"] += 1
+        out.extend(result.released)
+    for t, slot in zip(others, other_slots, strict=True):
+        if replies[slot]:
+            out.append(record_of(t))
+    for rec in out:
+        w.counters[f"emitted:{rec['kind']}"] += 1
+    flush(w)
+    return out
+
+
+def flush(w: Worker) -> None:
+    """The clock, counters, then the resume offsets: written once the batch's state is in."""
+    counters, offsets = w.take_counters(), w.take_offsets()
+    if not counters and not offsets and w.clock.max_event_ms <= w.persisted_clock_ms:
+        return
+    pipe = w.store.pipeline()
+    w.store.queue_clock(pipe, w.clock.max_event_ms)
+    w.persisted_clock_ms = w.clock.max_event_ms
+    w.store.queue_commit(pipe, {}, {}, counters, offsets)
+    w.store.execute(pipe, "commit counters and offsets")

@@ -1,0 +1,98 @@
+"""One worker thread's connections, stores, rules, clock and caches.
+
+Bytewax calls a `flat_map_batch` mapper from every worker thread of a
+process, so each thread builds its own `Worker` on first use: never at
+import, never in a step's `__init__`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import redis
+
+from flows.rules import Rules
+from omnipulse.settings import Settings
+from operators.clock import Watermark
+from operators.geo import Location
+from state.customers import CustomerStore
+from state.inventory import InventoryParams, InventoryStore
+from state.keys import Keys
+from state.ledger import TriggerLedger
+from state.locations import LocationStore
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class Worker:
+    settings: Settings
+    live: bool
+    client: redis.Redis
+    store: CustomerStore
+    inventory: InventoryStore
+    location_store: LocationStore
+    ledger: TriggerLedger
+    rules: Rules
+    clock: Watermark
+    counters: Counter[str] = field(default_factory=Counter)
+    offsets: dict[str, int] = field(default_factory=dict)  # "topic#p" -> next offset
+    locations: dict[str, Location] = field(default_factory=dict)
+    locations_version: int = -1
+    persisted_clock_ms: int = 0
+
+    @classmethod
+    def connect(cls, settings: Settings, redis_url: str, *, live: bool) -> Worker:
+        s = settings
+        client = redis.Redis.from_url(redis_url)
+        keys = Keys(s.redis.key_prefix, s.engine.timer_shards)
+        rules = Rules.from_settings(s)
+        store = CustomerStore.for_settings(client, s)
+        inventory = InventoryStore(
+            client,
+            keys,
+            InventoryParams(
+                z=rules.z,
+                ewma_alpha=s.reorder.ewma_alpha,
+                default_lead_time_days=s.reorder.default_lead_time_days,
+                min_history_days=s.reorder.min_history_days,
+                cover_days=s.reorder.cover_days,
+                dedup_ttl_s=int(s.engine.dedup_ttl.total_seconds()),
+                alloc_ttl_s=int(s.allocation.plan_retention.total_seconds()),
+            ),
+        )
+        ledger = TriggerLedger(
+            client,
+            keys,
+            claim_ttl_s=rules.trigger_ttl_s,
+            max_per_day=s.policy.max_per_day,
+            uplift_window_ms=int(s.policy.uplift_window.total_seconds() * 1000),
+        )
+        lateness = int(s.engine.allowed_lateness.total_seconds() * 1000)
+        clock = store.watermark(lateness, wall_ms())
+        return cls(
+            s, live, client, store, inventory, LocationStore(client, keys), ledger, rules, clock
+        )
+
+    def refresh_locations(self, version: int) -> None:
+        """Reload the location table when another writer changed it."""
+        if version == self.locations_version:
+            return
+        safety = self.rules.default_safety_stock
+        self.locations = {
+            lid: Location.from_record(rec, safety) for lid, rec in self.location_store.all().items()
+        }
+        self.locations_version = version
+
+    def take_counters(self) -> dict[str, int]:
+        out = dict(self.counters)
+        self.counters.clear()
+        return out
+
+    def take_offsets(self) -> dict[str, int]:
+        out, self.offsets = self.offsets, {}
+        return out

@@ -1,0 +1,113 @@
+"""Emitted-once claims, daily caps, held triggers and uplift exposures in Redis.
+
+A customer's triggers are settled by one Lua call next to the profile
+(`claim_triggers.lua`), so the cap count, the claim and the exposure change
+together. Triggers about a SKU or an order are claimed with a plain SET NX.
+Both are queued on a caller's pipeline, so they share the batch's last round
+trip with the labels, timers and counters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import orjson
+import redis
+
+from state.keys import Keys
+
+CAP_TTL_S = 2 * 86_400  # a day's count is needed until that day has surely passed
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimItem:
+    """One customer trigger to settle."""
+
+    trigger_id: str
+    kind: str
+    event_ts: int
+    day: int  # local calendar day of event_ts (the cap's day)
+    marketing: bool
+    holdout: bool
+    release_ms: int  # end of the quiet hours it falls in; 0 = not in quiet hours
+    record: dict[str, Any]  # the trigger record, kept if it has to be held
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerSettlement:
+    outcomes: list[str]  # per item: "emit", "held", "dup" or "capped"
+    conversions: list[tuple[str, bool]]  # (kind, holdout) exposures converted at once
+    released: list[dict[str, Any]]  # held records whose quiet hours are over
+
+
+class TriggerLedger:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        *,
+        claim_ttl_s: int,
+        max_per_day: int,
+        uplift_window_ms: int,
+    ) -> None:
+        self.keys = keys
+        self.claim_ttl_s = claim_ttl_s
+        self.max_per_day = max_per_day
+        self.uplift_window_ms = uplift_window_ms
+        source = resources.files("state").joinpath("lua", "claim_triggers.lua").read_text()
+        self._claim = client.register_script(source)
+
+    def queue_customer(
+        self, pipe: Any, customer_id: str, items: Sequence[ClaimItem], now: int
+    ) -> int:
+        """Queue one customer's settlement; returns the reply's index in `pipe`."""
+        pkey = self.keys.customer(customer_id)
+        keys = [pkey, self.keys.orders(pkey)]
+        for it in items:
+            keys.append(self.keys.trigger(pkey, it.trigger_id))
+            keys.append(self.keys.cap(pkey, it.day))
+        spec = [
+            {
+                "m": 1 if it.marketing else 0,
+                "ts": it.event_ts,
+                "kind": it.kind,
+                "h": 1 if it.holdout else 0,
+                "q": it.release_ms,
+                "rec": it.record,
+            }
+            for it in items
+        ]
+        args = [
+            self.max_per_day,
+            self.claim_ttl_s,
+            CAP_TTL_S,
+            self.uplift_window_ms,
+            now,
+            orjson.dumps(spec),
+        ]
+        index = len(pipe)
+        self._claim(keys=keys, args=args, client=pipe)
+        return index
+
+    @staticmethod
+    def settlement(reply: bytes) -> CustomerSettlement:
+        r = orjson.loads(reply)
+        return CustomerSettlement(
+            outcomes=_list(r.get("out")),
+            conversions=[(k, bool(h)) for k, h in _list(r.get("conv"))],
+            released=_list(r.get("released")),
+        )
+
+    def queue_other(self, pipe: Any, trigger_id: str) -> int:
+        """Queue the claim of a SKU/order trigger; the reply is truthy when it is new."""
+        index = len(pipe)
+        pipe.set(self.keys.claim(trigger_id), 1, nx=True, ex=self.claim_ttl_s)
+        return index
+
+
+def _list(v: Any) -> list[Any]:
+    # cjson encodes an empty Lua table as {}: read that as an empty list.
+    return v if isinstance(v, list) else []
