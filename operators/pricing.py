@@ -34,9 +34,12 @@ def price_alerts(
         lp = list_prices.get(sku)
         if not lp:  # no guide price known (or zero): nothing to compare with
             continue
-        dev = deviation_pct(int(line["unit_price"]), lp)
-        if abs(dev) <= max_deviation_pct:
+        unit = int(line["unit_price"])
+        # Compare exactly: the 2-place rounding of the reported figure must not hide
+        # a deviation just over the band (5.004 % shows as 5.00 but is more than 5 %).
+        if abs(unit - lp) * 100 <= max_deviation_pct * abs(lp):
             continue
+        dev = deviation_pct(unit, lp)
         out.append(
             Trigger(
                 kind="price_alert",
@@ -54,7 +57,7 @@ def price_alerts(
                     "channel": channel,
                     "store_id": store_id,
                     "order_id": order_id,
-                    "unit_price": money(int(line["unit_price"])),
+                    "unit_price": money(unit),
                     "list_price": money(lp),
                     "deviation_pct": float(dev),
                 },
