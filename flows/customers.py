@@ -18,7 +18,7 @@ import orjson
 
 from connectors.events import Event
 from flows.worker import Worker
-from operators.cart import decide_abandoned_cart, pending_deadline
+from operators.cart import decide_abandoned_cart, open_carts
 from operators.customer import (
     CustomerLabels,
     MonetaryRank,
@@ -179,9 +179,10 @@ def judge(
             decide(cid, lab, facts, rank, now, rules.segments, rules.tiers, rules.holdout_share)
         )
         final = review.final_state
-        cart = final.get("cart") or {}
+        carts = _open_carts(final, lab)
         if review.timer_seen is not None:
-            out.triggers.extend(_timed(w, cid, lab, facts, final, cart, available or {}, holdout))
+            out.triggers.extend(_timed(w, cid, lab, facts, carts, available or {}, holdout))
+            carts = _open_carts(final, lab)
         if review.is_last:
             held = _held_releases(final.get("hq"))
             if review.timer_seen is not None:
@@ -189,7 +190,7 @@ def judge(
                 held = [q for q in held if q > w.clock.now]
             due = [
                 next_review_ms(facts, now, rules.segments, rules.tiers),
-                pending_deadline(cart, _int(final.get("ca")), lab.cart_decided_for, rules.cart),
+                min((ca + rules.cart.abandoned_after_ms for ca, _ in carts), default=None),
                 next_step_due(facts.first_order_ms, rules.journey_steps, lab.journey_done),
                 *held,
             ]
@@ -203,27 +204,28 @@ def _timed(
     cid: str,
     lab: CustomerLabels,
     facts: Any,
-    final: dict[str, Any],
-    cart: dict[str, Any],
+    carts: list[tuple[int, Any]],
     available: dict[str, int | None],
     holdout: bool,
 ) -> list[Trigger]:
-    """Cart deadline and journey steps that the watermark has made due."""
+    """Cart deadlines and journey steps that the watermark has made due."""
     rules, now = w.rules, w.clock.now
     out: list[Trigger] = []
-    decided = decide_abandoned_cart(
-        cid,
-        cart,
-        _int(final.get("ca")),
-        lab.cart_decided_for,
-        lab.cart_last_fired,
-        lab.segment,
-        available,
-        now,
-        rules.cart,
-        holdout,
-    )
-    if decided is not None:
+    for last_activity, lines in carts:  # oldest first: the cooldown counts in order
+        decided = decide_abandoned_cart(
+            cid,
+            lines,
+            last_activity,
+            lab.cart_decided_for,
+            lab.cart_last_fired,
+            lab.segment,
+            available,
+            now,
+            rules.cart,
+            holdout,
+        )
+        if decided is None:
+            break  # not due yet, nor are the later ones
         lab.cart_decided_for = decided.decided_for
         w.counters[f"cart:{decided.result}"] += 1
         if decided.trigger is not None:
@@ -249,12 +251,21 @@ def due_cart_skus(states: dict[str, Any], w: Worker) -> list[str]:
     """SKUs of the carts whose deadline the watermark has passed (to read their stock)."""
     skus: list[str] = []
     for final, _ in states.values():
-        lab = labels_from(final)
-        cart = final.get("cart") or {}
-        deadline = pending_deadline(cart, _int(final.get("ca")), lab.cart_decided_for, w.rules.cart)
-        if deadline is not None and deadline <= w.clock.now:
-            skus.extend(cart)
+        for ca, lines in _open_carts(final, labels_from(final)):
+            if ca + w.rules.cart.abandoned_after_ms <= w.clock.now:
+                skus.extend(lines)
     return skus
+
+
+def _open_carts(final: dict[str, Any], lab: CustomerLabels) -> list[tuple[int, Any]]:
+    lapsed = final.get("lap")
+    return open_carts(
+        final.get("cart") or {},
+        _int(final.get("ca")),
+        lapsed if isinstance(lapsed, list) else [],
+        lab.cart_decided_for,
+        _int(final.get("alc")),
+    )
 
 
 def _held_releases(raw: Any) -> list[int]:

@@ -52,6 +52,30 @@ def pending_deadline(
     return last_activity + rules.abandoned_after_ms
 
 
+def open_carts(
+    cart: Mapping[str, CartLine],
+    last_activity: int | None,
+    lapsed: Sequence[Sequence[object]],
+    decided_for: int | None,
+    lapped: int | None,
+) -> list[tuple[int, Mapping[str, CartLine]]]:
+    """Carts still to be decided, oldest first, as (last activity, lines).
+
+    `lapsed` are snapshots of carts whose deadline passed before a later event
+    of the customer was applied (see apply_customer.lua); `lapped` is the last
+    activity of the newest of them, which the open cart must be past to count.
+    """
+    done = -1 if decided_for is None else decided_for
+    out = [
+        (int(ca), lines)  # type: ignore[call-overload]
+        for ca, lines in lapsed
+        if int(ca) > done and lines  # type: ignore[call-overload]
+    ]
+    if cart and last_activity is not None and last_activity > max(done, lapped or -1):
+        out.append((last_activity, cart))
+    return sorted(out, key=lambda c: c[0])
+
+
 def decide_abandoned_cart(
     customer_id: str,
     cart: Mapping[str, CartLine],

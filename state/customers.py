@@ -104,6 +104,7 @@ class CustomerStore:
         window_days: int = 60,
         retention_ms: int = 400 * 86_400_000,
         uplift_window_ms: int = 7 * 86_400_000,
+        abandoned_after_ms: int = 3_600_000,
     ) -> None:
         self.client = client
         self.keys = keys
@@ -111,6 +112,7 @@ class CustomerStore:
         self.window_days = window_days
         self.retention_ms = retention_ms
         self.uplift_window_ms = uplift_window_ms
+        self.abandoned_after_ms = abandoned_after_ms
         self._apply = client.register_script(_load("apply_customer.lua"))
         self._read = client.register_script(_load("read_customer.lua"))
         self._take = client.register_script(_load("take_anonymous.lua"))
@@ -124,6 +126,7 @@ class CustomerStore:
             Keys(settings.redis.key_prefix, settings.engine.timer_shards),
             dedup_ttl_s=int(settings.engine.dedup_ttl.total_seconds()),
             uplift_window_ms=int(settings.policy.uplift_window.total_seconds() * 1000),
+            abandoned_after_ms=int(settings.abandoned_cart.abandoned_after.total_seconds() * 1000),
         )
 
     def watermark(self, lateness_ms: int, wall_ms: int) -> Watermark:
@@ -177,6 +180,7 @@ class CustomerStore:
                 ANON_TTL_S if anonymous else 0,
                 orjson.dumps([ev for _, ev in events]),
                 self.uplift_window_ms,
+                self.abandoned_after_ms,
             ]
             self._apply(keys=keys, args=args, client=pipe)
         self._clock(keys=[self.keys.clock], args=[max_event_ms], client=pipe)

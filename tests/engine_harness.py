@@ -4,9 +4,11 @@ caught-up, read triggers and the DLQ back."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import orjson
+import redis
 from kafkautil import consume_all, produce
 
 from omnipulse.runner import Endpoints, create_topics, run_engine
@@ -73,6 +75,12 @@ class Engine:
     def dlq(self) -> list[dict[str, Any]]:
         return self.triggers("omnipulse.dlq")
 
+    def stats(self) -> dict[str, int]:
+        """The engine's counters (the `<prefix>:stats` hash)."""
+        with redis.Redis.from_url(self.ep.redis_url) as client:
+            raw = client.hgetall(f"{self.settings.redis.key_prefix}:stats")
+        return {k.decode(): int(v) for k, v in raw.items()}
+
 
 def order(
     cid: str, oid: str, when: str, total: str, *, kind: str = "order_placed", channel: str = "web"
@@ -112,3 +120,84 @@ def click(
     if anonymous_id:
         ev["anonymous_id"] = anonymous_id
     return ev
+
+
+def cart(
+    cid: str,
+    sku: str,
+    when: str,
+    *,
+    qty: int = 1,
+    price: str = "10.00",
+    kind: str = "cart_add",
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "ts": when,
+        "channel": "web",
+        "customer_id": cid,
+        "sku": sku,
+        "qty": qty,
+        "unit_price": price,
+        **extra,
+    }
+
+
+def basket(
+    cid: str,
+    oid: str,
+    when: str,
+    lines: list[tuple[str, int, str]],
+    *,
+    fulfilment: dict[str, Any] | None = None,
+    channel: str = "web",
+    kind: str = "order_placed",
+) -> dict[str, Any]:
+    """An order with several (sku, qty, unit_price) lines; total is their sum."""
+    total = sum(Decimal(p) * q for _, q, p in lines)
+    ev: dict[str, Any] = {
+        "type": kind,
+        "ts": when,
+        "channel": channel,
+        "customer_id": cid,
+        "order_id": oid,
+        "lines": [{"sku": s, "qty": q, "unit_price": p} for s, q, p in lines],
+        "total": str(total),
+        "currency": "CNY",
+    }
+    if fulfilment is not None:
+        ev["fulfilment"] = fulfilment
+    return ev
+
+
+def stock(sku: str, loc: str, when: str, on_hand: int | None = None, **extra: Any) -> dict:
+    """stock_set when on_hand is given, else stock_adjust with extra['delta']."""
+    ev: dict[str, Any] = {"ts": when, "sku": sku, "location_id": loc, **extra}
+    if on_hand is not None:
+        ev.update(type="stock_set", on_hand=on_hand)
+    else:
+        ev["type"] = "stock_adjust"
+    return ev
+
+
+def place(
+    lid: str,
+    kind: str,
+    lat: float,
+    lon: float,
+    *,
+    per_km: str = "0.50",
+    handling: str = "5.00",
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "location_id": lid,
+        "kind": kind,
+        "lat": lat,
+        "lon": lon,
+        "ship_cost_per_km": per_km,
+        "handling_cost": handling,
+        "active": True,
+        **extra,
+    }

@@ -10,6 +10,7 @@
 -- ARGV[5]   TTL of an anonymous profile, seconds (0 = a known customer: no TTL)
 -- ARGV[6]   events, a JSON array of compact events (see state/customers.py)
 -- ARGV[7]   uplift window, ms: an order this soon after a trigger converts it
+-- ARGV[8]   abandoned_after, ms: a cart's deadline after its last activity
 --
 -- Every update is order-insensitive where it can be (min/max/sums), so two
 -- workers or a late event converge on the same state. Returns a JSON object:
@@ -24,6 +25,7 @@ local now = tonumber(ARGV[4])
 local anon_ttl = tonumber(ARGV[5])
 local events = cjson.decode(ARGV[6])
 local uplift_ms = tonumber(ARGV[7])
+local after_ms = tonumber(ARGV[8])
 
 -- A visitor already stitched to a customer: hand the events to that customer.
 local to = redis.call('HGET', P, 'to')
@@ -32,7 +34,7 @@ if to then
 end
 
 local F = {'fa', 'la', 'fo', 'lo', 'n', 'm', 'vd', 'cd', 'cat', 'pd', 'lod', 'cart', 'ca', 's', 't', 'iv', 'ev',
-           'cov', 'ls', 'lst', 'lpos', 'lpt', 'up', 'acf', 'acl', 'js', 'hq'}
+           'cov', 'ls', 'lst', 'lpos', 'lpt', 'up', 'acf', 'acl', 'js', 'hq', 'lap', 'alc'}
 local raw = redis.call('HMGET', P, unpack(F))
 local p = {}
 for i, name in ipairs(F) do p[name] = raw[i] end
@@ -50,6 +52,10 @@ local pd, lod, ca = jget(p.pd, {}), num(p.lod), num(p.ca)
 local cov = jget(p.cov, {})
 local ls, lst, lpos, lpt = p.ls, num(p.lst), p.lpos, num(p.lpt)
 local up = jget(p.up, {})  -- exposures: {kind, trigger ts, holdout 0/1, converted 0/1}
+-- lapsed carts: {last activity, lines} whose deadline passed before a later event
+-- of this customer was applied; each is decided on its own at its deadline, so a
+-- batch holding both the deadline and later events decides as a live run would
+local lap, alc, acf = jget(p.lap, {}), num(p.alc), num(p.acf)
 local conversions = {}
 local channels = {}
 local touched = {}
@@ -132,6 +138,16 @@ local function seen_at_position(lat, lon, ts)
   if lat and (lpt == nil or ts >= lpt) then lpos, lpt = string.format('%.6f,%.6f', lat, lon), ts end
 end
 
+local function lapse(ts)
+  if ca == nil or next(cart) == nil or ca + after_ms > ts then return end
+  if (acf and ca <= acf) or (alc and ca <= alc) then return end
+  local snap = {}
+  for sku, line in pairs(cart) do snap[sku] = {line[1], line[2], line[3]} end
+  table.insert(lap, {ca, snap})
+  while #lap > 4 do table.remove(lap, 1) end
+  alc = ca
+end
+
 -- uplift: a newly placed order converts every open exposure it falls after
 local function convert(ts)
   for _, x in ipairs(up) do
@@ -152,6 +168,7 @@ for i, e in ipairs(events) do
     applied = applied + 1
     local k, ts, day = e.k, e.ts, e.d
     if k ~= 'st' then
+      lapse(ts)
       fa = minv(fa, ts); la = maxv(la, ts)
       newest_day = maxv(newest_day, day)
       if e.ch then channels[e.ch] = maxv(channels[e.ch] or num(redis.call('HGET', P, 'c:' .. e.ch)), ts) end
@@ -196,6 +213,11 @@ for i, e in ipairs(events) do
         local line = cart[sku]
         if line and line[3] <= ts then cart[sku] = nil end
         cov[sku] = maxv(cov[sku], ts)
+        -- a late order placed before a lapsed cart's deadline covers it too
+        for _, l in ipairs(lap) do
+          local ll = l[2][sku]
+          if ll and ll[3] <= ts and ts < l[1] + after_ms then l[2][sku] = nil end
+        end
       end
       order_day(day)
       table.insert(marks, {i = i, ts = ts, n = n, m = m, fo = fo, lo = lo})
@@ -259,6 +281,13 @@ if applied > 0 then
   if ls then table.insert(w, 'ls'); table.insert(w, ls); put('lst', lst) end
   if lpos then table.insert(w, 'lpos'); table.insert(w, lpos); put('lpt', lpt) end
   if #conversions > 0 then table.insert(w, 'up'); table.insert(w, cjson.encode(up)) end
+  local kept_lap = {}
+  for _, l in ipairs(lap) do
+    if next(l[2]) ~= nil and not (acf and l[1] <= acf) then table.insert(kept_lap, l) end
+  end
+  lap = kept_lap
+  if #lap == 0 then redis.call('HDEL', P, 'lap') else table.insert(w, 'lap'); table.insert(w, cjson.encode(lap)) end
+  put('alc', alc)
   if lo == nil then redis.call('HDEL', P, 'fo', 'lo') end
   redis.call('HSET', P, unpack(w))
   if anon_ttl > 0 then redis.call('EXPIRE', P, anon_ttl) end
@@ -283,6 +312,6 @@ return cjson.encode({
   final = {n = n, m = m, fa = fa, la = la, fo = fo, lo = lo, pd = pd,
            s = p.s or nil, t = p.t or nil, iv = num(p.iv), ev = num(p.ev),
            cart = cart, ca = ca, ls = ls, lpos = lpos,
-           acf = num(p.acf), acl = num(p.acl), js = p.js, hq = p.hq},
+           acf = acf, acl = num(p.acl), js = p.js, hq = p.hq, lap = lap, alc = alc},
   marks = marks, orders = orders, conversions = conversions,
 })
