@@ -9,15 +9,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+import redis
 from bytewax._bytewax import cli_main
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from connectors.embedded import EmbeddedBroker, EmbeddedRedis
 from connectors.errors import ConnectorError
 from connectors.kafka_io import produce_all, producer_config
+from connectors.locations_file import read_locations
 from flows.engine import build_flow
 from flows.steps import EngineStep, sweep_once
 from omnipulse.settings import DLQ_TOPIC, INPUT_TOPICS, TRIGGER_TOPIC_NAMES, Settings
+from state.keys import Keys
+from state.locations import LocationStore
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +103,7 @@ def run_engine(
     settings: Settings, ep: Endpoints, *, until_caught_up: bool, workers: int = 1
 ) -> None:
     """Run the dataflow; in catch-up mode also fire what the final watermark made due."""
+    load_locations(settings, ep)
     flow = build_flow(
         settings, bootstrap=ep.bootstrap, redis_url=ep.redis_url, until_caught_up=until_caught_up
     )
@@ -111,6 +116,19 @@ def run_engine(
         raise
     if until_caught_up:
         finish_timers(settings, ep)
+
+
+def load_locations(settings: Settings, ep: Endpoints) -> int:
+    """Load `[allocation] locations_file` into Redis before the flow starts."""
+    path = settings.allocation.locations_file
+    if not path:
+        return 0
+    records = read_locations(path)
+    with redis.Redis.from_url(ep.redis_url) as client:
+        keys = Keys(settings.redis.key_prefix, settings.engine.timer_shards)
+        LocationStore(client, keys).put(records)
+    log.info("loaded %d locations from %s", len(records), path)
+    return len(records)
 
 
 def _interrupted(ex: BaseException | None) -> bool:

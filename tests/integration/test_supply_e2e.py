@@ -7,10 +7,14 @@ from decimal import Decimal
 from statistics import NormalDist
 from typing import Any
 
+import orjson
 import pytest
 from engine_harness import Engine, basket, cart, click, make_settings, place, stock, ts
 from geo_fixture import real_store_locations, real_warehouses
 from haversine import haversine
+
+from connectors.errors import ReplayError
+from connectors.locations_file import read_locations
 
 pytestmark = pytest.mark.integration
 
@@ -255,3 +259,35 @@ def test_price_alerts_fire_outside_the_band_only(engine: Engine) -> None:
     assert low["store_id"] == "S9" and low["list_price"] == "100.00"
     assert alerts["o-high"]["payload"]["deviation_pct"] == 6.5
     assert all(a["holdout"] is False for a in alerts.values())
+
+
+def test_locations_file_is_loaded_at_start(
+    broker, redis_server, topic_prefix, key_prefix, redis_client, tmp_path
+) -> None:
+    stores = real_store_locations(20)
+    file = tmp_path / "stores.jsonl"
+    file.write_bytes(b"\n".join(orjson.dumps(s) for s in stores) + b"\n")
+    engine = Engine(
+        make_settings(
+            broker,
+            redis_server,
+            topic_prefix,
+            key_prefix,
+            allocation={"locations_file": str(file)},
+        )
+    )
+    shanghai = next(s for s in stores if s["location_id"] == "store-1796236")
+    engine.send("stock", stock("F1", shanghai["location_id"], ts(-1), on_hand=5))
+    engine.run()
+    engine.send(
+        "orders",
+        delivery("fl", "o-fl", ts(0), shanghai["lat"], shanghai["lon"], [("F1", 1, "9.00")]),
+    )
+    engine.run()
+    [plan] = engine.triggers("triggers.allocation")
+    assert plan["payload"]["lines"][0]["location_id"] == "store-1796236"
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(orjson.dumps(stores[0]) + b'\n{"location_id": "x", "kind": "shop"}\n')
+    with pytest.raises(ReplayError, match=r"record 2: bad_value: kind"):
+        read_locations(bad)
