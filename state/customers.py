@@ -18,7 +18,7 @@ import redis
 from omnipulse.settings import Settings
 from operators.clock import Watermark
 from operators.customer import CustomerLabels, Facts, latest_run
-from state.errors import StateError
+from state.errors import call, execute
 from state.keys import Keys
 
 ANON_TTL_S = 30 * 86_400
@@ -148,7 +148,7 @@ class CustomerStore:
         for anon, cid in pairs:
             self._take(keys=[self.keys.subject("a", anon)], args=[cid, ANON_TTL_S], client=pipe)
         out = {}
-        for pair, flat in zip(pairs, self._execute(pipe, "take anonymous history"), strict=True):
+        for pair, flat in zip(pairs, execute(pipe, "take anonymous history"), strict=True):
             if flat:
                 it = iter(x.decode() if isinstance(x, bytes) else x for x in flat)
                 out[pair] = dict(zip(it, it, strict=True))
@@ -184,7 +184,7 @@ class CustomerStore:
             ]
             self._apply(keys=keys, args=args, client=pipe)
         self._clock(keys=[self.keys.clock], args=[max_event_ms], client=pipe)
-        replies = self._execute(pipe, "apply customer events")
+        replies = execute(pipe, "apply customer events")
         results = []
         for (subject, anonymous), raw in zip(order, replies[:-1], strict=True):
             r = orjson.loads(raw)
@@ -227,7 +227,7 @@ class CustomerStore:
             if a.created:
                 pipe.hincrby(self.keys.agg, "customers", 1)
         if len(pipe):
-            self._execute(pipe, "update monetary distribution")
+            execute(pipe, "update monetary distribution")
 
     def monetary_positions(self, values: Sequence[int]) -> tuple[list[tuple[int, int]], int, int]:
         """For each value: (customers below, customers equal); plus count and sum."""
@@ -237,7 +237,7 @@ class CustomerStore:
             pipe.zcount(self.keys.monetary, v, v)
         pipe.zcard(self.keys.monetary)
         pipe.hget(self.keys.agg, "sum")
-        r = self._execute(pipe, "read monetary ranks")
+        r = execute(pipe, "read monetary ranks")
         pairs = [(int(r[2 * i]), int(r[2 * i + 1])) for i in range(len(values))]
         return pairs, int(r[-2]), int(r[-1] or 0)
 
@@ -286,7 +286,7 @@ class CustomerStore:
         self._clock(keys=[self.keys.clock], args=[basis_ms], client=pipe)
 
     def execute(self, pipe: Any, what: str) -> list[Any]:
-        return self._execute(pipe, what)
+        return execute(pipe, what)
 
     # -- reads ----------------------------------------------------------------------
 
@@ -297,7 +297,7 @@ class CustomerStore:
                 self.keys.timers(shard), "-inf", now, start=0, num=limit, withscores=True
             )
         out = []
-        for rows in self._execute(pipe, "read due reviews"):
+        for rows in execute(pipe, "read due reviews"):
             out.extend((m.decode() if isinstance(m, bytes) else m, int(s)) for m, s in rows)
         return out
 
@@ -309,33 +309,19 @@ class CustomerStore:
             pkey = self.keys.customer(cid)
             self._read(keys=[pkey, self.keys.orders(pkey)], client=pipe)
         out = {}
-        for cid, raw in zip(customer_ids, self._execute(pipe, "read customers"), strict=True):
+        for cid, raw in zip(customer_ids, execute(pipe, "read customers"), strict=True):
             if raw:
                 r = orjson.loads(raw)
                 out[cid] = (r["final"], tuple((int(t), int(n)) for t, n in _list(r["orders"])))
         return out
 
     def clock_max(self) -> int:
-        return int(self._call(lambda: self.client.hget(self.keys.clock, "max_event_ms") or 0))
+        return int(call(lambda: self.client.hget(self.keys.clock, "max_event_ms") or 0))
 
     def stats(self) -> dict[str, int]:
-        raw = self._call(lambda: self.client.hgetall(self.keys.stats))
+        raw = call(lambda: self.client.hgetall(self.keys.stats))
         return {k.decode(): int(v) for k, v in raw.items()}
 
     def agg(self) -> dict[str, int]:
-        raw = self._call(lambda: self.client.hgetall(self.keys.agg))
+        raw = call(lambda: self.client.hgetall(self.keys.agg))
         return {k.decode(): int(v) for k, v in raw.items()}
-
-    # -- plumbing -------------------------------------------------------------------
-
-    def _execute(self, pipe: Any, what: str) -> list[Any]:
-        try:
-            return pipe.execute()
-        except redis.RedisError as ex:
-            raise StateError(f"redis: {what} failed: {ex}") from ex
-
-    def _call(self, fn: Any) -> Any:
-        try:
-            return fn()
-        except redis.RedisError as ex:
-            raise StateError(f"redis: {ex}") from ex

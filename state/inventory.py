@@ -47,7 +47,7 @@ from typing import Any
 import orjson
 import redis
 
-from state.errors import StateError
+from state.errors import StateError, execute
 from state.keys import Keys
 
 # Lua numbers are doubles and cjson writes them with 14 significant digits: quantities,
@@ -141,7 +141,7 @@ class InventoryStore:
         """Run `ops` in one round trip of its own."""
         pipe = self.client.pipeline(transaction=False)
         self.queue(pipe, ops)
-        return self.parse(self._execute(pipe, "apply inventory ops")[0])
+        return self.parse(execute(pipe, "apply inventory ops")[0])
 
     def stock(self, skus: Sequence[str]) -> dict[str, dict[str, int]]:
         """sku -> {location: on_hand}, one pipeline; a SKU with no stock maps to {}."""
@@ -151,17 +151,11 @@ class InventoryStore:
         pipe = self.client.pipeline(transaction=False)
         for sku in skus:
             pipe.hgetall(self.keys.inv_stock(sku))
-        replies = self._execute(pipe, "read stock")
+        replies = execute(pipe, "read stock")
         return {
             sku: {_s(loc): int(v) for loc, v in raw.items()}
             for sku, raw in zip(skus, replies, strict=True)
         }
-
-    def _execute(self, pipe: Any, what: str) -> list[Any]:
-        try:
-            return pipe.execute()
-        except redis.RedisError as ex:
-            raise StateError(f"redis: {what} failed: {ex}") from ex
 
 
 # -- reply decoding ---------------------------------------------------------------------

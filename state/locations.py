@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 import redis
 
-from state.errors import StateError
+from state.errors import call, execute
 from state.keys import Keys
 
 KINDS = ("store", "warehouse")
@@ -77,20 +77,20 @@ class LocationStore:
         if gone:
             pipe.zrem(k.locations_geo, *gone)
         pipe.incr(k.locations_version)
-        return int(self._execute(pipe, "put locations")[-1])
+        return int(execute(pipe, "put locations")[-1])
 
     def all(self) -> dict[str, dict[str, Any]]:
-        raw = self._call(lambda: self.client.hgetall(self.keys.locations))
+        raw = call(lambda: self.client.hgetall(self.keys.locations))
         return {_s(lid): orjson.loads(v) for lid, v in raw.items()}
 
     def version(self) -> int:
-        return int(self._call(lambda: self.client.get(self.keys.locations_version)) or 0)
+        return int(call(lambda: self.client.get(self.keys.locations_version)) or 0)
 
     def near(
         self, lat: float, lon: float, radius_km: float, kind: str | None = None
     ) -> list[tuple[str, float]]:
         """Active locations within `radius_km`, nearest first, as (id, distance_km)."""
-        hits = self._call(
+        hits = call(
             lambda: self.client.geosearch(
                 self.keys.locations_geo,
                 longitude=lon,
@@ -104,21 +104,9 @@ class LocationStore:
         out = [(_s(lid), float(dist)) for lid, dist in hits]
         if kind is None or not out:
             return out
-        raw = self._call(lambda: self.client.hmget(self.keys.locations, [lid for lid, _ in out]))
+        raw = call(lambda: self.client.hmget(self.keys.locations, [lid for lid, _ in out]))
         return [
             hit
             for hit, rec in zip(out, raw, strict=True)
             if rec is not None and orjson.loads(rec).get("kind") == kind
         ]
-
-    def _execute(self, pipe: Any, what: str) -> list[Any]:
-        try:
-            return pipe.execute()
-        except redis.RedisError as ex:
-            raise StateError(f"redis: {what} failed: {ex}") from ex
-
-    def _call(self, fn: Any) -> Any:
-        try:
-            return fn()
-        except redis.RedisError as ex:
-            raise StateError(f"redis: {ex}") from ex
