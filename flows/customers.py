@@ -129,7 +129,10 @@ def apply_customers(w: Worker, events: list[Event], wall: int) -> list[Applied]:
     for r in results:
         for kind, holdout in r.conversions:
             w.counters[f"uplift:{kind}:{_group(holdout)}:converted"] += 1
-    return [r for r in results if not r.anonymous and r.applied]
+    # A customer whose events were all duplicates is judged too: the batch may
+    # be re-read after a crash that came before its decisions were written,
+    # and the claims keep whatever was already emitted from going out twice.
+    return [r for r in results if not r.anonymous and (r.applied or r.duplicates)]
 
 
 def _group(holdout: bool) -> str:
@@ -223,6 +226,7 @@ def _timed(
             now,
             rules.cart,
             holdout,
+            w.timers_since,
         )
         if decided is None:
             break  # not due yet, nor are the later ones
@@ -239,10 +243,12 @@ def _timed(
         lab.journey_done,
         now,
         holdout,
+        w.timers_since,
     )
     if journey.done:
         lab.journey_done = (*lab.journey_done, *journey.done)
         w.counters["journey:cancelled"] += len(journey.cancelled)
+        w.counters["journey:expired"] += len(journey.expired)
         out.extend(journey.triggers)
     return out
 

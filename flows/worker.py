@@ -44,6 +44,7 @@ class Worker:
     locations: dict[str, Location] = field(default_factory=dict)
     locations_version: int = -1
     persisted_clock_ms: int = 0
+    timers_since: int = 0  # cart/journey deadlines before this predate the engine
 
     @classmethod
     def connect(cls, settings: Settings, redis_url: str, *, live: bool) -> Worker:
@@ -74,9 +75,11 @@ class Worker:
         )
         lateness = int(s.engine.allowed_lateness.total_seconds() * 1000)
         clock = store.watermark(lateness, wall_ms())
-        return cls(
+        w = cls(
             s, live, client, store, inventory, LocationStore(client, keys), ledger, rules, clock
         )
+        w.timers_since = store.timers_since(clock.now)
+        return w
 
     def refresh_locations(self, version: int) -> None:
         """Reload the location table when another writer changed it."""

@@ -33,7 +33,7 @@ class CartOutcome:
     """The decision on one cart deadline; `decided_for` is the activity time it settles."""
 
     decided_for: int
-    result: str  # "fired", "cooldown" or "sold_out"
+    result: str  # "fired", "cooldown", "sold_out" or "expired"
     trigger: Trigger | None = None
     sold_out: tuple[str, ...] = ()
 
@@ -87,6 +87,7 @@ def decide_abandoned_cart(
     now: int,
     rules: CartRules,
     holdout: bool,
+    expire_before: int = 0,
 ) -> CartOutcome | None:
     """Decide a due cart at event time `now`; None while nothing is due.
 
@@ -94,10 +95,14 @@ def decide_abandoned_cart(
     stock), or None when no stock is recorded for the SKU at all: such an item
     is offered without a stock reminder rather than dropped on missing data.
     `last_fired` is the deadline of the customer's last abandoned-cart trigger.
+    A deadline before `expire_before` (when timers started, for state kept by an
+    older version) is settled as "expired" without a trigger.
     """
     deadline = pending_deadline(cart, last_activity, decided_for, rules)
     if deadline is None or deadline > now or last_activity is None:
         return None
+    if deadline < expire_before:
+        return CartOutcome(last_activity, "expired")
     if last_fired is not None and deadline - last_fired < rules.cooldown_ms:
         return CartOutcome(last_activity, "cooldown")
     items = []

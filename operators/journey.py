@@ -19,6 +19,7 @@ class JourneyOutcome:
     triggers: list[Trigger] = field(default_factory=list)
     done: tuple[str, ...] = ()  # steps settled now (sent or cancelled)
     cancelled: tuple[str, ...] = ()
+    expired: tuple[str, ...] = ()
 
 
 def next_step_due(
@@ -39,8 +40,14 @@ def decide_journey(
     done: Collection[str],
     now: int,
     holdout: bool,
+    expire_before: int = 0,
 ) -> JourneyOutcome:
-    """The steps due by `now` (event time) that are not done yet, in due order."""
+    """The steps due by `now` (event time) that are not done yet, in due order.
+
+    A step due before `expire_before` (when timers started: a customer whose
+    first order predates this engine) is settled without a trigger: "usage
+    tips" a month after the first order would be noise.
+    """
     if first_order_ms is None:
         return JourneyOutcome()
     fo = first_order_ms
@@ -48,10 +55,14 @@ def decide_journey(
     triggers: list[Trigger] = []
     settled: list[str] = []
     cancelled: list[str] = []
+    expired: list[str] = []
     for at, name in due:
         if at > now:
             break
         settled.append(name)
+        if at < expire_before:
+            expired.append(name)
+            continue
         if "coupon" in name and any(fo < ts <= at for ts, _ in orders):
             cancelled.append(name)
             continue
@@ -71,4 +82,4 @@ def decide_journey(
                 holdout=holdout,
             )
         )
-    return JourneyOutcome(triggers, tuple(settled), tuple(cancelled))
+    return JourneyOutcome(triggers, tuple(settled), tuple(cancelled), tuple(expired))

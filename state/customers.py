@@ -318,6 +318,18 @@ class CustomerStore:
     def clock_max(self) -> int:
         return int(call(lambda: self.client.hget(self.keys.clock, "max_event_ms") or 0))
 
+    def timers_since(self, now: int) -> int:
+        """Event time from which cart and journey deadlines are this engine's own.
+
+        Set once, to the watermark the first engine with timers started at (0
+        on a fresh store): a deadline before it comes from state an older
+        version kept, and is settled without a trigger.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hsetnx(self.keys.clock, "timers_since", now)
+        pipe.hget(self.keys.clock, "timers_since")
+        return int(execute(pipe, "read timers_since")[-1])
+
     def stats(self) -> dict[str, int]:
         raw = call(lambda: self.client.hgetall(self.keys.stats))
         return {k.decode(): int(v) for k, v in raw.items()}

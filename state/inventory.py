@@ -205,7 +205,7 @@ def _reorder(x: dict[str, Any]) -> Reorder:
 
 def _int(op: dict[str, Any], name: str, low: int = -_MAX_INT) -> None:
     v = op.get(name)
-    if type(v) is not int or not low <= v < _MAX_INT:
+    if type(v) is not int or not low <= v <= _MAX_INT:
         raise ValueError(f"inventory op {op.get('op')!r}: {name} must be an integer, got {v!r}")
 
 

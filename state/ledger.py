@@ -76,7 +76,9 @@ class TriggerLedger:
                 "kind": it.kind,
                 "h": 1 if it.holdout else 0,
                 "q": it.release_ms,
-                "rec": it.record,
+                # kept as the exact JSON text: a round trip through Lua's cjson
+                # would turn [] into {} and cut floats to 14 digits
+                "rec": orjson.dumps(it.record).decode(),
             }
             for it in items
         ]
@@ -98,7 +100,7 @@ class TriggerLedger:
         return CustomerSettlement(
             outcomes=_list(r.get("out")),
             conversions=[(k, bool(h)) for k, h in _list(r.get("conv"))],
-            released=_list(r.get("released")),
+            released=[orjson.loads(rec) for rec in _list(r.get("released"))],
         )
 
     def queue_other(self, pipe: Any, trigger_id: str) -> int:

@@ -11,7 +11,7 @@
 -- ARGV[4]   uplift window, ms
 -- ARGV[5]   event-time now: held triggers due by then are released
 -- ARGV[6]   JSON list of {m = marketing 0/1, ts, kind, h = holdout 0/1,
---           q = end of the quiet hours it falls in (0 = none), rec = record}
+--           q = end of the quiet hours it falls in (0 = none), rec = record as JSON text}
 --
 -- Returns JSON {out = ["emit"|"held"|"dup"|"capped", ...],
 --               conv = [[kind, holdout], ...], released = [record, ...]}

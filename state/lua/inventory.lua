@@ -144,6 +144,22 @@ local function check(m, day, op_index)
   end
 end
 
+-- A stock event or sale seen again (a batch re-read after a crash between its
+-- rounds) gives back the reorders it raised the first time, so they are emitted
+-- under the same trigger ids instead of being lost; the claims keep them once.
+local function remember(eid, from)
+  if #reorders < from then return end
+  local mine = {}
+  for j = from, #reorders do table.insert(mine, reorders[j]) end
+  redis.call('SET', B .. ':e:' .. eid, cjson.encode(mine), 'KEEPTTL')
+end
+local function recall(eid, op_index)
+  local v = redis.call('GET', B .. ':e:' .. eid)
+  if v and v ~= '1' then
+    for _, r in ipairs(cjson.decode(v)) do r.op = op_index; table.insert(reorders, r) end
+  end
+end
+
 -- each (sku, location) checked once per op, in the order first touched
 local function checker()
   local list, seen = {}, {}
@@ -240,9 +256,11 @@ end
 local results = {}
 for i, e in ipairs(ops) do
   local op, r = e.op, null
+  local from = #reorders + 1
   if op == 'set' or op == 'adjust' then
     if not fresh(e.eid) then
       r = {dup = true}
+      recall(e.eid, i - 1)
     else
       local m = configure(e)
       roll(m, e.day)
@@ -255,11 +273,13 @@ for i, e in ipairs(ops) do
         after = incr(e.sku, e.loc, e.delta)
       end
       check(m, e.day, i - 1)
+      remember(e.eid, from)
       r = {on_hand = after, prev = before}
     end
   elseif op == 'sale' then
     if not fresh(e.eid) then
       r = {dup = true}
+      recall(e.eid, i - 1)
     else
       local add, run = checker()
       local levels = {}
@@ -270,6 +290,7 @@ for i, e in ipairs(ops) do
         add(m)
       end
       run(e.day, i - 1)
+      remember(e.eid, from)
       r = {on_hand = levels}
     end
   elseif op == 'alloc' then

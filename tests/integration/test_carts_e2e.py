@@ -85,3 +85,23 @@ def test_abandoned_carts_fire_once_with_the_right_offer(engine: Engine) -> None:
     stats = engine.stats()
     assert stats.get("cart:sold_out") == 1  # c5: nothing left to buy
     assert stats.get("cart:cooldown") == 1  # c7's second cart
+
+
+def test_late_cart_events_change_a_lapsed_cart_as_if_in_order(engine: Engine) -> None:
+    engine.send("carts", cart("c8", "SKU-A", ts()), cart("c9", "SKU-A", ts(), price="3.00"))
+    # the customers' own clicks after the deadlines are applied first...
+    engine.send("clicks", click("c8", ts(minutes=61)), click("c9", ts(minutes=61)))
+    engine.run()
+    # ...then their cart events from before the deadlines (within lateness) arrive
+    engine.send(
+        "carts",
+        cart("c8", "SKU-A", ts(minutes=59), kind="cart_remove"),  # c8 empties the cart
+        cart("c9", "SKU-B", ts(minutes=58), price="4.00"),  # c9 adds: the deadline moves
+    )
+    engine.send("clicks", click("clock", ts(hours=3)))
+    engine.run()
+    fired = carts_by_customer(engine)
+    assert "c8" not in fired
+    [c9] = fired["c9"]
+    assert [i["sku"] for i in c9["payload"]["items"]] == ["SKU-A", "SKU-B"]
+    assert c9["event_ts"] == ts(hours=1, minutes=58).replace("Z", ".000Z")

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from engine_harness import Engine, click, make_settings, order, ts
+from engine_harness import Engine, cart, click, make_settings, order, ts
 
 from omnipulse.settings import TRIGGER_TOPIC_NAMES
 from operators.triggers import MARKETING_KINDS
@@ -80,6 +80,7 @@ def test_daily_cap_suppresses_and_counts(engine_for) -> None:
 def test_quiet_hours_hold_until_they_end(engine_for) -> None:
     engine = engine_for(policy={"quiet_hours": "22:00-08:00"})
     engine.send("orders", order("q1", "o1", ts(0, 14), "50.00"))  # 23:00 UTC
+    engine.send("carts", cart("q2", "SKU-1", ts(0, 12, 30)))  # deadline 22:30: held
     engine.send("clicks", click("clock", ts(1, -2, 5)))  # watermark 07:00 next morning
     engine.run()
     assert [t for t in all_triggers(engine) if t.get("customer_id") == "q1"] == []
@@ -89,6 +90,25 @@ def test_quiet_hours_hold_until_they_end(engine_for) -> None:
     assert {t["kind"] for t in released} == {"segment_change", "tier_change"}
     assert all(t["held_until"] == at(ts(1, -1)) for t in released)  # 08:00
     assert all(t["event_ts"] == at(ts(0, 14)) for t in released)  # the cause's time
+    # a held record comes out exactly as it would have gone out: lists stay lists
+    [held_cart] = [t for t in all_triggers(engine) if t["kind"] == "abandoned_cart"]
+    assert held_cart["held_until"] == at(ts(1, -1))
+    assert held_cart["reason"]["sold_out_left_out"] == []
+    assert held_cart["payload"]["items"][0]["sku"] == "SKU-1"
+
+
+def test_deadlines_from_before_the_engine_are_settled_without_triggers(
+    engine_for, redis_client
+) -> None:
+    engine = engine_for()
+    # as after an upgrade: timers start at day 2, the first order was on day 0
+    redis_client.hset(f"{engine.settings.redis.key_prefix}:clock", "timers_since", ms(ts(2)))
+    engine.send("orders", order("old", "o1", ts(0), "50.00"))
+    engine.send("clicks", click("clock", ts(8)))
+    engine.run()
+    steps = [t["payload"]["step"] for t in engine.triggers("triggers.journey")]
+    assert sorted(steps) == ["coupon_7d", "recommend_3d"]
+    assert engine.stats()["journey:expired"] == 1
 
 
 def test_uplift_counts_match_the_input_and_replay_emits_nothing_twice(engine_for) -> None:

@@ -291,3 +291,12 @@ def test_locations_file_is_loaded_at_start(
     bad.write_bytes(orjson.dumps(stores[0]) + b'\n{"location_id": "x", "kind": "shop"}\n')
     with pytest.raises(ReplayError, match=r"record 2: bad_value: kind"):
         read_locations(bad)
+
+
+def test_the_largest_price_the_contract_accepts_does_not_stop_the_engine(engine: Engine) -> None:
+    engine.send("stock", stock("BIG", "W1", ts(-1), on_hand=1, list_price="100000000000.00"))
+    engine.run()
+    engine.send("orders", basket("big", "o-big", ts(0), [("BIG", 1, "1.00")]))
+    engine.run()
+    [alert] = engine.triggers("triggers.price_alert")
+    assert alert["payload"]["list_price"] == "100000000000.00"
