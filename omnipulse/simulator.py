@@ -26,14 +26,20 @@ least ``N * time_scale`` seconds in the past.
 **Contents** (so that every trigger kind can fire): heavy-tailed (Pareto) customer
 activity; sessions on web, app, mini_program and social with page, search and product
 views, some starting anonymous and stitched to the customer at login (a click carrying
-both ids); carts abandoned or turned into an order minutes later; POS sales
+both ids); carts abandoned or turned into an order minutes later, each customer's cart
+kept open across visits as a shop keeps it (a later order buys what is left in it, or
+the shopper removes the old lines first; any order covers the cart lines it contains,
+as the engine reads it); POS sales
 (``in_store``), marketplace and phone orders, pickup and delivery; cancellations and
 returns of earlier orders (same lines and total); big spenders reaching the gold and
 platinum tiers; churners who stop ordering after 3-25 days and browse far less; a few
 customers viewing premium products on 3-4 consecutive days without ordering; order
 lines priced more than 5 % below the list price; stock adjustments pushing stock
 below reorder points and restocks (``stock_set``) after the lead time; a few SKUs sold
-out at every warehouse early on but still on store shelves.
+out at every warehouse early on but still on store shelves; a few best-selling limited
+editions stocked only at one warehouse, 2-5 units per drop every 2-7 days and never
+adjusted or replenished otherwise, so demand outruns them: carts holding them get
+"only N left" reminders and, between drops, find them sold out.
 
 **Malformed input.** With ``bad_share > 0``, after each event an extra malformed record
 is injected with that probability, as raw ``bytes``: truncated JSON, invalid UTF-8, a
@@ -122,6 +128,11 @@ class _Run:
         self.stock = {k: v.on_hand for k, v in sim.initial.items()}
         self.pending: dict[tuple[int, int], tuple[int, int]] = {}  # restock (at, level)
         self.warehouses = set(sim.wh_idx)
+        # Next drop of each limited edition (event time).
+        self.drop_at = {s: sim.start_ms + DAY_MS // 2 for s in sorted(sim.limited)}
+        # Each customer's open cart, kept across visits as a shop keeps it: customer id
+        # -> {sku index: [qty, unit price]}; an order covers the lines it contains.
+        self.carts: dict[str, dict[int, list[Any]]] = {}
 
     def push(self, ts: int, topic: str, key: str | None, body: dict[str, Any]) -> None:
         self.seq += 1
@@ -141,6 +152,7 @@ class _Run:
         n = bad = 0
         while True:
             before = self.seq
+            self._drops(t)
             self._arrival(t)
             # Scale the gap by the events just scheduled: time per event stays time_scale.
             t_next = t + int(rng.expovariate(1.0) * scale_ms * (self.seq - before))
@@ -232,7 +244,9 @@ class _Run:
             both = {**base, "customer_id": c.cid, "anonymous_id": c.anon_id}
             self.emit(t, "clicks", c.cid, "page_view", both, page="login")
         who = {**base, "customer_id": c.cid}
-        cart: dict[int, list[Any]] = {}  # sku index -> [qty, unit price]
+        cart = self.carts.setdefault(c.cid, {})  # what earlier visits left in it stays
+        earlier = list(cart)
+        added: set[int] = set()
         for _ in range(1 + (rng.random() < 0.35) + (rng.random() < 0.12) + 2 * force):
             s = self._pick(c, force) if force or rng.random() < 0.3 else rng.choice(viewed)
             qty = 1 if rng.random() < 0.75 else rng.randint(2, 3)
@@ -243,6 +257,7 @@ class _Run:
                 t, "carts", c.cid, "cart_add", who, sku=sim.skus[s].sku, qty=qty, unit_price=up
             )
             cart.setdefault(s, [0, price])[0] += qty
+            added.add(s)
         if not force and rng.random() < 0.12:
             s = rng.choice(list(cart))
             qty, price = cart.pop(s)
@@ -252,13 +267,23 @@ class _Run:
             if not cart:
                 return None
         convert = force or (can_order and rng.random() < (0.8 if c.big else 0.55))
+        if convert and rng.random() < 0.5:  # tidy up what earlier visits left, then pay
+            for s in earlier:
+                if s in cart and s not in added:
+                    qty, price = cart.pop(s)
+                    t += rng.randint(3, 20) * 1000
+                    sku_id, up = sim.skus[s].sku, str(price)
+                    self.emit(t, "carts", c.cid, "cart_remove", who, sku=sku_id, qty=qty,
+                              unit_price=up)  # fmt: skip
+        if not cart:
+            return None
         if convert or rng.random() < 0.3:
             t += rng.randint(10, 120) * 1000
             self.emit(t, "carts", c.cid, "checkout_start", who)
         if not convert:
             return None  # abandoned: the engine's 1 h timer takes it from here
         t += rng.randint(1, 15) * MIN_MS
-        lines = [(s, q, p) for s, (q, p) in cart.items()]
+        lines = [(s, q, p) for s, (q, p) in cart.items()]  # the whole cart is bought
         if rng.random() < 0.2:
             return self._order(t, c, channel, lines, c.home)
         return self._order(t, c, channel, lines, None)
@@ -334,6 +359,10 @@ class _Run:
             mode = "in_store" if in_store else "pickup"
             placed["fulfilment"] = {"mode": mode, "store_id": sim.locations[store]["location_id"]}
         self.push(t, "orders", c.cid, placed)
+        cart = self.carts.get(c.cid)
+        if cart:  # as the engine does: the order covers the cart lines it contains
+            for s, _, _ in lines:
+                cart.pop(s, None)
         for s, q, _ in lines:
             loc = store
             if loc is None:
@@ -397,7 +426,7 @@ class _Run:
         s = sim.pick_sku(rng)
         wh = rng.random() < 0.2
         loc = rng.choice(sim.wh_idx if wh else sim.store_idx)
-        if wh and s in sim.store_only:
+        if s in sim.limited or (wh and s in sim.store_only):
             return
         level = self._level(s, loc, t)
         if level > 0 and rng.random() < 0.85:
@@ -410,9 +439,23 @@ class _Run:
         self._stock_event(t, s, loc, type="stock_adjust", delta=delta, reason=reason)
         self._maybe_restock(s, loc, t)
 
+    def _drops(self, t: int) -> None:
+        """A limited edition comes in a few units at a time, to its one warehouse."""
+        rng = self.rng
+        for s, at in self.drop_at.items():
+            if t < at:
+                continue
+            w = self.sim.limited_at[s]
+            level = max(self._level(s, w, t), rng.randint(2, 5))
+            self.stock[s, w] = level
+            self._stock_event(t, s, w, type="stock_set", on_hand=level, reason="limited_drop")
+            self.drop_at[s] = t + int(rng.uniform(2.0, 7.0) * DAY_MS)
+
     def _maybe_restock(self, s: int, loc: int, t: int) -> None:
         """(s, S) replenishment after the lead time, as a store's supply chain would do."""
-        if (s, loc) in self.pending or (s in self.sim.store_only and loc in self.warehouses):
+        if (s, loc) in self.pending or s in self.sim.limited:
+            return
+        if s in self.sim.store_only and loc in self.warehouses:
             return
         init = self.sim.initial[s, loc]
         rp = init.reorder_point if init.reorder_point is not None else max(1, init.on_hand // 4)

@@ -230,15 +230,26 @@ class World:
             c[0]: [i for i, s in enumerate(self.skus) if s.category == c[0]] for c in CATEGORIES
         }
         # Popular, ordinary SKUs that sell out online early but stay on store shelves.
-        popular = sorted(range(n), key=lambda i: ranks[i])[5:40]
+        by_rank = sorted(range(n), key=lambda i: ranks[i])
+        popular = by_rank[5:40]
         self.store_only = {i for i in popular if not self.skus[i].premium}
         self.store_only = set(sorted(self.store_only)[: max(2, n // 100)])
+        # Limited editions: best sellers that only the warehouses get, a few units per
+        # drop, so carts holding them see "only N left" and, between drops, a sell-out.
+        hits = [i for i in by_rank[2:8] if not self.skus[i].premium and i not in self.store_only]
+        self.limited = set(hits[: max(1, n // 200)])
+        # ...each from one distribution centre (index into `locations`)
+        self.limited_at = {s: self.wh_idx[k % len(self.wh_idx)] for k, s in enumerate(hits)}
 
     def _build_stock(self, rng: random.Random) -> None:
         self.initial: dict[tuple[int, int], StockLevel] = {}
         for s in range(len(self.skus)):
             for loc in range(len(self.locations)):
                 wh = loc in self.wh_idx
+                if s in self.limited:  # no replenishment policy: drops come when they come
+                    units = rng.randint(2, 4) if loc == self.limited_at[s] else 0
+                    self.initial[s, loc] = StockLevel(units, None, None, None)
+                    continue
                 if s in self.store_only:
                     on_hand = 2 if wh else rng.randint(2, 6)
                 else:

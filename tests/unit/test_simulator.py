@@ -392,3 +392,62 @@ def _bad_ts(v: dict[str, Any], now_ms: int) -> bool:
 def test_bad_parameters_raise_config_errors(kw: dict[str, Any]) -> None:
     with pytest.raises(ConfigError, match="simulator"):
         Simulator(start_ms=START, **kw)
+
+
+def test_open_carts_persist_across_visits_and_orders_clear_them(run) -> None:
+    """The engine keeps one open cart per customer across sessions; so does the simulator:
+    an order buys what earlier visits left (or the shopper removes it first), so the cart
+    a customer leaves behind stays small."""
+    cart: defaultdict[str, dict[str, str]] = defaultdict(dict)  # customer -> sku -> session
+    session: dict[str, str] = {}  # customer -> session of the last cart event
+    sizes: list[int] = []
+    bought_from_earlier = tidied = 0
+    for tp, v, _ in run:
+        cid = v.get("customer_id")
+        if tp == "carts":
+            session[cid] = v["session_id"]
+        if tp == "carts" and v["type"] == "cart_add":
+            cart[cid].setdefault(v["sku"], v["session_id"])
+        elif tp == "carts" and v["type"] == "cart_remove":
+            tidied += cart[cid].pop(v["sku"], v["session_id"]) != v["session_id"]
+        elif tp == "carts":  # checkout_start: what the customer is about to leave or buy
+            sizes.append(len(cart[cid]))
+        elif tp == "orders" and v["type"] == "order_placed":
+            for line in v["lines"]:
+                sid = cart[cid].pop(line["sku"], None)
+                bought_from_earlier += sid is not None and sid != session.get(cid)
+    assert bought_from_earlier > 300 and tidied > 100
+    sizes.sort()
+    assert sizes[len(sizes) * 95 // 100] <= 6
+
+
+def test_limited_editions_come_in_small_drops_to_one_warehouse(ref, run) -> None:
+    """A few best sellers are stocked a few units at a time, so carts holding them get
+    "only N left" reminders and, between drops, sell out."""
+    level: defaultdict[str, dict[str, int]] = defaultdict(dict)
+    no_rp: set[str] = set()
+    for r in ref:
+        if r.topic == "stock":
+            level[r.value["sku"]][r.value["location_id"]] = r.value["on_hand"]
+            if "reorder_point" not in r.value:
+                no_rp.add(r.value["sku"])
+    limited = {s for s, by in level.items() if sum(by.values()) <= 5 and s in no_rp}
+    assert 1 <= len(limited) <= 4
+    home = {s: [loc for loc, n in level[s].items() if n > 0] for s in limited}
+    assert all(len(locs) == 1 and locs[0].startswith("wh-") for locs in home.values())
+    drops = [v for v, _ in of(run, "stock") if v.get("reason") == "limited_drop"]
+    assert {v["sku"] for v in drops} == limited
+    assert all(v["location_id"] == home[v["sku"]][0] and 2 <= v["on_hand"] <= 5 for v in drops)
+    assert len(drops) >= 10 * len(limited)
+    other = [v for v, _ in of(run, "stock") if v["sku"] in limited and v not in drops]
+    assert other == []  # no adjustments, no (s, S) replenishment
+    carted = sum(v["sku"] in limited for v, _ in of(run, "carts", "cart_add"))
+    shipped = sum(
+        x["qty"]
+        for v, _ in of(run, "orders", "order_placed")
+        if v["fulfilment"]["mode"] != "in_store"
+        for x in v["lines"]
+        if x["sku"] in limited
+    )
+    assert carted > 200
+    assert shipped > sum(v["on_hand"] for v in drops)  # demand outruns the drops
