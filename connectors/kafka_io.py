@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -28,6 +29,10 @@ log = logging.getLogger(__name__)
 # Set by the CLI's SIGINT/SIGTERM handler: every partition then ends at its
 # next batch, so the dataflow finishes normally and the sinks flush.
 SHUTDOWN = threading.Event()
+
+# How long an idle partition waits before it is polled again (librdkafka keeps
+# fetching in the background, so this bounds the added latency, not throughput).
+IDLE_POLL = timedelta(milliseconds=10)
 
 
 @dataclass(slots=True)
@@ -97,6 +102,7 @@ class _PartitionReader(StatefulSourcePartition[Record | Tick | PartitionMark, in
         self._done = False
         self._opened = False
         self._part = _part_name(logical, partition)
+        self._awake: datetime | None = None
 
     def next_batch(self) -> list[Record | Tick | PartitionMark]:
         if self._done or SHUTDOWN.is_set():
@@ -105,8 +111,11 @@ class _PartitionReader(StatefulSourcePartition[Record | Tick | PartitionMark, in
         if not self._opened:
             self._opened = True
             return [PartitionMark(self._part, at_end=False)]
-        msgs = self._consumer.consume(self._batch_size, 0.05)
+        # Never block here: Bytewax polls every partition of a worker in turn, so
+        # a blocking wait on one idle partition delays all the others.
+        msgs = self._consumer.consume(self._batch_size, 0)
         now_ms = int(time.time() * 1000)
+        self._awake = None if msgs else datetime.now(UTC) + IDLE_POLL
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -129,6 +138,9 @@ class _PartitionReader(StatefulSourcePartition[Record | Tick | PartitionMark, in
             self._last_data_ms = now_ms
             out.append(Tick(now_ms))
         return out
+
+    def next_awake(self) -> datetime | None:
+        return self._awake
 
     def snapshot(self) -> int:
         return self._next

@@ -24,7 +24,11 @@ def allocation_trigger(
     *,
     split: bool,
 ) -> Trigger:
-    """The plan the stock script settled on, with its cost and the figures behind it."""
+    """The plan the stock script settled on, with its cost and the figures behind it.
+
+    `split` says the whole-order pass found no single location; the payload's
+    `split` says whether the parcels really leave from more than one place.
+    """
     used = [ln.get("location_id") for ln in lines]
     by_id = {c.location_id: c for c in ranked}
     chosen = [by_id[i] for i in dict.fromkeys(u for u in used if u is not None) if i in by_id]
@@ -48,8 +52,11 @@ def allocation_trigger(
             "rule": rule,
             "backorder_lines": backorders,
             "candidates_considered": len(ranked),
+            # a pickup ships nothing: its store is named, with no shipping figures
             "chosen": [
-                {
+                {"location_id": c.location_id}
+                if mode == "pickup"
+                else {
                     "location_id": c.location_id,
                     "distance_km": round(c.distance_km, 3),
                     "cost": money(c.cost),
@@ -71,7 +78,7 @@ def allocation_trigger(
                 for ln in lines
             ],
             "cost": money(cost),
-            "split": split,
+            "split": len(chosen) > 1,
         },
     )
 

@@ -128,6 +128,9 @@ local function check(m, day, op_index)
       else top = 2 * rp end
       -- ceil, tolerant of float noise just above an integer
       local qty = math.max(0, math.ceil(top - level - 1e-9))
+      -- a reorder of nothing (a derived point worn down to ~0 by months
+      -- without demand) is noise: stay armed, say nothing
+      if qty <= 0 then return end
       put(m, 'x', (v.x or 0) + 1)
       put(m, 'arm', 0)
       table.insert(reorders, {

@@ -37,6 +37,7 @@ def test_abandoned_carts_fire_once_with_the_right_offer(engine: Engine) -> None:
     # c6 is core (5 recent orders, top of M); the fillers give M a distribution
     engine.send("orders", *(order("c6", f"c6-{i}", ts(-5 + i), "1000.00") for i in range(5)))
     engine.send("orders", *(order(f"f{i}", f"f{i}", ts(-3), "10.00") for i in range(6)))
+    engine.run()  # the customers' history comes before today's carts
     engine.send(
         "carts",
         cart("c1", "SKU-A", ts(), qty=2, price="19.99"),

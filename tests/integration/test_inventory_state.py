@@ -586,3 +586,15 @@ def test_racing_processes_never_allocate_more_than_exists(
     for kind, oid, r in seen:
         if kind == "alloc" and r["existing"] and records[oid] is not None:
             assert placed(r) == placed(records[oid])
+
+
+def test_no_reorder_of_nothing_when_a_derived_point_wore_down(redis_client, keys) -> None:
+    store = InventoryStore(redis_client, keys, InventoryParams(z=Z95, min_history_days=1))
+    store.apply([st("w1", "Q", "L", 5, day=0), sale("w2", "L", {"Q": 1}, day=0)])
+    # 200 quiet days wear the derived point down to ~0; stock then reaches 0
+    result = store.apply([adj("w3", "Q", "L", -4, day=200)])
+    assert result.reorders == []
+    # a real need still fires: stock comes back, demand returns and drains it
+    store.apply([st("w4", "Q", "L", 40, day=201)])
+    result = store.apply([sale(f"s{d}", "L", {"Q": 5}, day=d) for d in range(202, 212)])
+    assert len(result.reorders) == 1 and result.reorders[0].quantity > 0
