@@ -301,7 +301,12 @@ class _View:
             for kind, f in sorted(figs.items())
             if f.emitted != self.watch.kinds[kind]
         ]
-        return ["emitted vs received differ:", *odd] if odd else []
+        note = (
+            "emitted vs received differ (the embedded broker serves a partition only up to"
+            " the start of its last producer batch until more data arrives; on Apache Kafka"
+            " the figures match):"
+        )
+        return [note, *odd] if odd else []
 
     def _kind_table(self) -> list[str]:
         figs = policy_figures(self.stats)
