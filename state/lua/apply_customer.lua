@@ -148,22 +148,27 @@ local function lapse(ts)
   alc = ca
 end
 
+-- one cart event on a set of lines {sku: {qty, unit price, last added}}; an add
+-- that an order placed after it already covered (it arrived late) is skipped
+local function cart_change(lines, k, e, ts)
+  if k == 'ca' and not (cov[e.sku] and cov[e.sku] >= ts) then
+    local line = lines[e.sku] or {0, 0, 0}
+    lines[e.sku] = {line[1] + e.q, e.p or line[2], maxv(line[3], ts)}
+  elseif k == 'cr' then
+    local line = lines[e.sku]
+    if line then
+      local left = e.q and (line[1] - e.q) or 0
+      if left <= 0 then lines[e.sku] = nil else line[1] = left end
+    end
+  end
+end
+
 -- a late cart event from before a lapsed cart's deadline changes that cart too
 -- (and moves its deadline), as it would have had it arrived in order
 local function lap_cart_event(k, e, ts)
   for _, l in ipairs(lap) do
     if ts < l[1] + after_ms then
-      local lines = l[2]
-      if k == 'ca' and not (cov[e.sku] and cov[e.sku] >= ts) then
-        local line = lines[e.sku] or {0, 0, 0}
-        lines[e.sku] = {line[1] + e.q, e.p or line[2], maxv(line[3], ts)}
-      elseif k == 'cr' then
-        local line = lines[e.sku]
-        if line then
-          local left = e.q and (line[1] - e.q) or 0
-          if left <= 0 then lines[e.sku] = nil else line[1] = left end
-        end
-      end
+      cart_change(l[2], k, e, ts)
       l[1] = maxv(l[1], ts)
       alc = maxv(alc, l[1])
     end
@@ -208,16 +213,7 @@ for i, e in ipairs(events) do
       ring_add(cd, day, 1)
       ca = maxv(ca, ts)
       lap_cart_event(k, e, ts)
-      if k == 'ca' and not (cov[e.sku] and cov[e.sku] >= ts) then
-        local line = cart[e.sku] or {0, 0, 0}
-        cart[e.sku] = {line[1] + e.q, e.p or line[2], maxv(line[3], ts)}
-      elseif k == 'cr' then
-        local line = cart[e.sku]
-        if line then
-          local left = e.q and (line[1] - e.q) or 0
-          if left <= 0 then cart[e.sku] = nil else line[1] = left end
-        end
-      end
+      cart_change(cart, k, e, ts)
     elseif k == 'op' then
       local o = oget(e.oid)
       if o == nil or o[3] == 'R' then
