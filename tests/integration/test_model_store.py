@@ -1,0 +1,125 @@
+"""The churn model's snapshot in the real redis-server: restore, corruption, failures."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import random
+
+import orjson
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from state.errors import StateError
+from state.model import FORMAT_VERSION, ChurnModel, ModelStore
+
+pytestmark = pytest.mark.integration
+
+
+def synthetic(rng: random.Random) -> tuple[dict[str, float], int]:
+    """A small feature vector whose label follows one feature, with noise."""
+    x = {"gap_ratio": rng.uniform(0, 3), "interactions_last_30": float(rng.randint(0, 20))}
+    return x, int(x["gap_ratio"] + rng.gauss(0, 0.5) > 1.3)
+
+
+def trained(n: int = 500, seed: int = 3) -> ChurnModel:
+    rng = random.Random(seed)
+    model = ChurnModel()
+    for _ in range(n):
+        x, y = synthetic(rng)
+        model.learn_one(x, y, baseline=0.5)
+    return model
+
+
+def test_saved_model_restores_with_its_metrics_and_labels(
+    redis_client: redis.Redis, key_prefix: str
+) -> None:
+    model = trained()
+    store = ModelStore(redis_client, key_prefix)
+    header = store.save(model, now_ms=1_780_000_000_000)
+    assert store.key == f"{key_prefix}:model:churn"
+    assert header["format"] == FORMAT_VERSION and header["labels"] == 500
+    assert store.header() == header
+
+    restored = ModelStore(redis_client, key_prefix).load()
+    assert restored.metrics() == model.metrics()
+    assert restored.labels == model.labels
+    probe, _ = synthetic(random.Random(99))
+    assert restored.predict_one(probe) == model.predict_one(probe)
+
+    # it goes on learning from where it was: the label count does not restart
+    x, y = synthetic(random.Random(100))
+    restored.learn_one(x, y)
+    assert restored.metrics()["labels"] == 501
+
+
+def test_missing_snapshot_gives_a_fresh_model_and_a_warning(
+    redis_client: redis.Redis, key_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = ModelStore(redis_client, key_prefix)
+    with caplog.at_level(logging.WARNING, logger="state.model"):
+        model = store.load()
+    assert model.metrics()["labels"] == 0
+    assert f"no snapshot at {key_prefix}:model:churn" in caplog.text
+    assert store.header() is None
+
+
+@pytest.mark.parametrize(
+    ("damage", "cause"),
+    [
+        ("blob", "checksum mismatch"),
+        ("header", "header is not JSON"),
+        ("format", "snapshot format 999"),
+        ("no_blob", "header or blob missing"),
+        ("not_a_model", "not a ChurnModel"),
+        ("bad_pickle", "cannot unpickle"),
+    ],
+)
+def test_unusable_snapshot_gives_a_fresh_model_and_a_warning(
+    redis_client: redis.Redis,
+    key_prefix: str,
+    caplog: pytest.LogCaptureFixture,
+    damage: str,
+    cause: str,
+) -> None:
+    store = ModelStore(redis_client, key_prefix)
+    header = store.save(trained(50))
+    key = store.key
+    if damage == "blob":
+        blob = redis_client.hget(key, "blob")
+        assert blob is not None
+        redis_client.hset(key, "blob", blob[: len(blob) // 2])
+    elif damage == "header":
+        redis_client.hset(key, "header", b"{not json")
+    elif damage == "format":
+        redis_client.hset(key, "header", orjson.dumps({**header, "format": 999}))
+    elif damage == "no_blob":
+        redis_client.hdel(key, "blob")
+    else:
+        import hashlib
+
+        blob = pickle.dumps({"a": 1}) if damage == "not_a_model" else b"\x80\x05garbage."
+        head = {**header, "sha256": hashlib.sha256(blob).hexdigest()}
+        redis_client.hset(key, mapping={"header": orjson.dumps(head), "blob": blob})
+
+    with caplog.at_level(logging.WARNING, logger="state.model"):
+        model = store.load()
+    assert isinstance(model, ChurnModel) and model.metrics()["labels"] == 0
+    assert key in caplog.text and cause in caplog.text and "fresh model" in caplog.text
+
+
+def test_redis_failure_is_a_state_error(redis_client: redis.Redis, key_prefix: str) -> None:
+    redis_client.set(f"{key_prefix}:model:churn", "a string, not a hash")
+    store = ModelStore(redis_client, key_prefix)
+    with pytest.raises(StateError, match="model:churn"):
+        store.load()
+    with pytest.raises(StateError, match="model:churn"):
+        store.save(ChurnModel())
+
+    nothing_listens = redis.Redis(
+        host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)
+    )
+    with pytest.raises(StateError):
+        ModelStore(nothing_listens, key_prefix).load()
