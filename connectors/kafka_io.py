@@ -20,7 +20,14 @@ from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 
 from connectors.errors import ConnectorError
 
@@ -203,6 +210,43 @@ class KafkaInput(FixedPartitionedSource[Record | Tick | PartitionMark, int]):
             self._until_caught_up,
             self._tick_ms,
         )
+
+
+class OffsetCommitter:
+    """Commits processed offsets to the engine's consumer group.
+
+    The engine resumes from the offsets it keeps in Redis next to its state;
+    these commits are what `kafka-consumer-groups`, Burrow or `omnipulse lag`
+    read. They are made only after the batch's state is in Redis, so the
+    group's lag never claims more than is done. A failed commit is logged and
+    retried with the next batch: it hides lag for a moment, loses nothing.
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self._config = config
+        self._consumer: Consumer | None = None
+
+    def commit(self, offsets: dict[str, int]) -> bool:
+        """`offsets` maps "full topic#partition" to the next offset to read."""
+        if not offsets:
+            return True
+        if self._consumer is None:
+            self._consumer = Consumer(self._config)
+        parts = []
+        for key, offset in offsets.items():
+            topic, _, partition = key.rpartition("#")
+            parts.append(TopicPartition(topic, int(partition), offset))
+        try:
+            self._consumer.commit(offsets=parts, asynchronous=False)
+        except KafkaException as ex:
+            log.warning("kafka: committing offsets to the consumer group failed: %s", ex)
+            return False
+        return True
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
 
 
 def consumer_config(bootstrap: str, group: str, extra: dict[str, str]) -> dict[str, Any]:

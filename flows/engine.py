@@ -37,7 +37,7 @@ def build_flow(
             until_caught_up=until_caught_up,
         ),
     )
-    step = EngineStep(settings, redis_url=redis_url, live=not until_caught_up)
+    step = EngineStep(settings, redis_url=redis_url, live=not until_caught_up, bootstrap=bootstrap)
     out = op.flat_map_batch("apply_and_decide", records, step)
     op.output("kafka_out", out, KafkaOutput(producer_config(bootstrap, dict(kafka.extra))))
     return flow

@@ -113,3 +113,7 @@ def flush(w: Worker) -> None:
     w.persisted_clock_ms = w.clock.max_event_ms
     w.store.queue_commit(pipe, {}, {}, counters, offsets)
     w.store.execute(pipe, "commit counters and offsets")
+    if w.committer is not None and offsets:
+        # "clicks#0" -> "<prefix>clicks#0": the full topic name, same partition
+        prefixed = w.settings.kafka.topic
+        w.committer.commit({prefixed(k): off for k, off in offsets.items()})

@@ -34,17 +34,22 @@ SUBJECT_KEYS = ("customer_id", "order_id", "sku", "location_id")
 class EngineStep:
     """The `flat_map_batch` mapper of the engine flow."""
 
-    def __init__(self, settings: Settings, *, redis_url: str, live: bool) -> None:
+    def __init__(
+        self, settings: Settings, *, redis_url: str, live: bool, bootstrap: str | None = None
+    ) -> None:
         self.settings = settings
         self.redis_url = redis_url
         self.live = live
+        self.bootstrap = bootstrap  # for consumer-group commits; None: no commits
         self._local = threading.local()
 
     # Built lazily in each worker thread: never at import or in __init__.
     def worker(self) -> Worker:
         w = getattr(self._local, "worker", None)
         if w is None:
-            w = Worker.connect(self.settings, self.redis_url, live=self.live)
+            w = Worker.connect(
+                self.settings, self.redis_url, live=self.live, bootstrap=self.bootstrap
+            )
             self._local.worker = w
         return w
 
@@ -62,6 +67,7 @@ class EngineStep:
         )
         out: list[OutMessage] = []
         events: list[Event] = []
+        w.clock.settle(wall)  # a caught-up partition's grace may have run out
         for item in items:
             if isinstance(item, Tick):
                 if self.live and w.settings.engine.idle_advance:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import redis
 
+from connectors.kafka_io import OffsetCommitter, consumer_config
 from flows.rules import Rules
 from omnipulse.settings import Settings
 from operators.clock import Watermark
@@ -22,6 +23,10 @@ from state.inventory import InventoryParams, InventoryStore
 from state.keys import Keys
 from state.ledger import TriggerLedger
 from state.locations import LocationStore
+
+# Live mode: how long a caught-up partition still holds the event-time clock
+# (see operators.clock.Watermark.idle_grace_ms).
+PARTITION_IDLE_GRACE_MS = 500
 
 
 def wall_ms() -> int:
@@ -45,9 +50,12 @@ class Worker:
     locations_version: int = -1
     persisted_clock_ms: int = 0
     timers_since: int = 0  # cart/journey deadlines before this predate the engine
+    committer: OffsetCommitter | None = None  # consumer-group commits, for lag tools
 
     @classmethod
-    def connect(cls, settings: Settings, redis_url: str, *, live: bool) -> Worker:
+    def connect(
+        cls, settings: Settings, redis_url: str, *, live: bool, bootstrap: str | None = None
+    ) -> Worker:
         s = settings
         client = redis.Redis.from_url(redis_url)
         keys = Keys(s.redis.key_prefix, s.engine.timer_shards)
@@ -75,10 +83,17 @@ class Worker:
         )
         lateness = int(s.engine.allowed_lateness.total_seconds() * 1000)
         clock = store.watermark(lateness, wall_ms())
+        if live:
+            clock.idle_grace_ms = PARTITION_IDLE_GRACE_MS
         w = cls(
             s, live, client, store, inventory, LocationStore(client, keys), ledger, rules, clock
         )
         w.timers_since = store.timers_since(clock.now)
+        if bootstrap:
+            k = s.kafka
+            w.committer = OffsetCommitter(
+                consumer_config(bootstrap, k.consumer_group, dict(k.extra))
+            )
         return w
 
     def refresh_locations(self, version: int) -> None:

@@ -54,6 +54,30 @@ def cmd_topics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lag(args: argparse.Namespace) -> int:
+    from connectors.kafka_io import consumer_config
+    from connectors.lag import consumer_lag
+    from omnipulse.runner import endpoints
+
+    settings = _settings(args)
+    k = settings.kafka
+    with endpoints(settings, start_embedded=False) as ep:
+        rows = consumer_lag(
+            consumer_config(ep.bootstrap, k.consumer_group, dict(k.extra)),
+            list(k.input_topics()),
+        )
+    if args.json:
+        print(orjson.dumps([r.as_dict() for r in rows]).decode())
+        return 0
+    print(f"consumer group {k.consumer_group!r}")
+    print(f"{'topic':<32} {'partition':>9} {'committed':>12} {'end':>12} {'lag':>10}")
+    for r in rows:
+        done = "-" if r.committed is None else str(r.committed)
+        print(f"{r.topic:<32} {r.partition:>9} {done:>12} {r.end:>12} {r.lag:>10}")
+    print(f"{'total':<32} {'':>9} {'':>12} {'':>12} {sum(r.lag for r in rows):>10}")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     print(orjson.dumps(_settings(args).masked(), option=orjson.OPT_INDENT_2).decode())
     return 0
@@ -233,6 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("profile", help="print a customer's profile as JSON")
     p.add_argument("customer_id")
     p.set_defaults(fn=cmd_profile)
+
+    p = sub.add_parser("lag", help="consumer lag of the engine's group per input partition")
+    p.add_argument("--json", action="store_true", help="one JSON list instead of a table")
+    p.set_defaults(fn=cmd_lag)
 
     p = sub.add_parser("topics", help="manage topics")
     p.add_argument("action", choices=["create"])

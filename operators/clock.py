@@ -48,6 +48,12 @@ class Watermark:
     highest_ms: int = 0
     partition_max: dict[str, int] = field(default_factory=dict)
     delivering: set[str] = field(default_factory=set)
+    # Live mode: a partition at its end keeps holding the clock this long, so
+    # a record produced just before another partition's record, but fetched a
+    # moment after it, is not overtaken (catch-up runs use 0).
+    idle_grace_ms: int = 0
+    ended_at: dict[str, int] = field(default_factory=dict)  # partition -> wall ms
+    _was_held: bool = False
 
     def opened(self, part: str) -> None:
         """A partition starts: it holds the clock back until it delivers or ends."""
@@ -60,27 +66,36 @@ class Watermark:
         if event_ms > self.partition_max.get(part, 0):
             self.partition_max[part] = event_ms
         self.delivering.add(part)
+        self.ended_at.pop(part, None)
         self.highest_ms = max(self.highest_ms, event_ms)
-        self._settle(wall_ms)
+        self.settle(wall_ms)
         return late
 
     def caught_up(self, part: str, wall_ms: int) -> None:
-        """A partition reached its end: it no longer holds the clock back."""
-        was_delivering = bool(self.delivering)
-        self.delivering.discard(part)
-        self._settle(wall_ms)
-        if was_delivering and not self.delivering:
-            # idle time counts from now, not from the last time the clock moved
-            self.last_moved_wall_ms = max(self.last_moved_wall_ms, wall_ms)
+        """A partition reached its end: after the grace it no longer holds the clock."""
+        if part in self.delivering:
+            self.ended_at.setdefault(part, wall_ms)
+        self.settle(wall_ms)
 
-    def _settle(self, wall_ms: int) -> None:
-        if self.delivering:
-            basis = min(self.partition_max.get(p, 0) for p in self.delivering)
-        else:
-            basis = self.highest_ms
+    def holding(self, wall_ms: int) -> list[str]:
+        """Partitions that hold the clock back now."""
+        return [
+            p
+            for p in self.delivering
+            if p not in self.ended_at or wall_ms - self.ended_at[p] < self.idle_grace_ms
+        ]
+
+    def settle(self, wall_ms: int) -> None:
+        """Move the basis to what the partitions allow at `wall_ms`."""
+        held = self.holding(wall_ms)
+        basis = min(self.partition_max.get(p, 0) for p in held) if held else self.highest_ms
         if basis > self.max_event_ms:
             self.max_event_ms = basis
             self.last_moved_wall_ms = wall_ms
+        if self._was_held and not held:
+            # idle time counts from now, not from the last time the clock moved
+            self.last_moved_wall_ms = max(self.last_moved_wall_ms, wall_ms)
+        self._was_held = bool(held)
 
     def merge(self, durable_max_ms: int, wall_ms: int) -> None:
         """Take the durable (or another worker's) basis if it is ahead."""
@@ -91,7 +106,8 @@ class Watermark:
     def advance_idle(self, wall_ms: int, idle_after_ms: int) -> None:
         """Live mode: every partition caught up and quiet for `idle_after_ms`:
         let wall time move the clock on (so a cart still expires at 3 a.m.)."""
-        if self.delivering:
+        self.settle(wall_ms)
+        if self.holding(wall_ms):
             return
         if self.max_event_ms and wall_ms - self.last_moved_wall_ms >= idle_after_ms:
             self.max_event_ms += wall_ms - self.last_moved_wall_ms

@@ -166,3 +166,20 @@ def test_idle_advance_waits_while_a_partition_still_delivers() -> None:
     clock.caught_up("clicks#0", WALL + HOUR_MS)
     clock.advance_idle(WALL + 2 * HOUR_MS, idle_after_ms=1000)
     assert clock.max_event_ms == T + HOUR_MS
+
+
+def test_a_caught_up_partition_holds_the_clock_for_its_grace_in_live_mode() -> None:
+    clock = Watermark(LATE, idle_grace_ms=500)
+    clock.observe(T, WALL, "orders#0")
+    clock.caught_up("orders#0", WALL)
+    # another topic races ahead right after: the orders partition still holds
+    clock.observe(T + 2 * HOUR_MS, WALL + 100, "clicks#0")
+    assert clock.now == T - LATE
+    # the order produced first arrives a moment later: not late
+    assert clock.observe(T + 30 * 60_000, WALL + 200, "orders#0") is False
+    clock.caught_up("orders#0", WALL + 250)
+    clock.caught_up("clicks#0", WALL + 300)
+    clock.settle(WALL + 700)
+    assert clock.now == T + 30 * 60_000 - LATE  # orders#0's grace has not run out yet
+    clock.settle(WALL + 800)
+    assert clock.now == T + 2 * HOUR_MS - LATE
