@@ -32,7 +32,8 @@ the shopper removes the old lines first; any order covers the cart lines it cont
 as the engine reads it); POS sales
 (``in_store``), marketplace and phone orders, pickup and delivery; cancellations and
 returns of earlier orders (same lines and total); big spenders reaching the gold and
-platinum tiers; churners who stop ordering after 3-25 days and browse far less; a few
+platinum tiers; churners who stop ordering after 3-25 days and browse far less;
+customers who fade out by the churn rule below; a few
 customers viewing premium products on 3-4 consecutive days without ordering; order
 lines priced more than 5 % below the list price; stock adjustments pushing stock
 below reorder points and restocks (``stock_set``) after the lead time; a few SKUs sold
@@ -40,6 +41,20 @@ out at every warehouse early on but still on store shelves; a few best-selling l
 editions stocked only at one warehouse, 2-5 units per drop every 2-7 days and never
 adjusted or replenished otherwise, so demand outruns them: carts holding them get
 "only N left" reminders and, between drops, find them sold out.
+
+**Churn rule** (known, so that a churn model can be checked against it). Every
+customer has a hidden risk (:class:`~omnipulse.simworld.Customer` ``churn_risk``):
+about a third are at risk (8-30 %), the rest nearly never churn (under 0.4 %). Each
+order placed starts the customer's *fade* with probability equal to that risk. A fade
+lasts 30-75 days, during which the customer's vigour falls linearly from 1 to 0.15:
+each visit happens with probability vigour (browsing and cart activity drop) and can
+end in an order only with probability vigour again (the gaps between orders grow).
+When the fade is over the customer never orders again and makes a tenth of their
+visits. So churners show a growing gap against their usual interval and falling
+activity before they stop for good, while the onset is hidden and per order. The
+decisions use their own random stream (``omnipulse-churn-traffic-{seed}``); the rule's
+constants are the ``CHURN_*`` values in :mod:`omnipulse.simworld`. (The 3-25 day
+churners above are a separate, older rule for short demos.)
 
 **Malformed input.** With ``bad_share > 0``, after each event an extra malformed record
 is injected with that probability, as raw ``bytes``: truncated JSON, invalid UTF-8, a
@@ -60,6 +75,9 @@ from omnipulse.errors import ConfigError
 from omnipulse.simworld import (
     CATEGORIES,
     CENT,
+    CHURN_FADE_DAYS,
+    CHURN_FADE_FLOOR,
+    CHURN_GONE_VISITS,
     CURRENCY,
     DAY_MS,
     HOUR_MS,
@@ -133,6 +151,9 @@ class _Run:
         # Each customer's open cart, kept across visits as a shop keeps it: customer id
         # -> {sku index: [qty, unit price]}; an order covers the lines it contains.
         self.carts: dict[str, dict[int, list[Any]]] = {}
+        # The churn rule: customer id -> (fade start, fade end), event time; own stream.
+        self.fades: dict[str, tuple[int, int]] = {}
+        self.churn_rng = random.Random(f"omnipulse-churn-traffic-{sim.seed}")
 
     def push(self, ts: int, topic: str, key: str | None, body: dict[str, Any]) -> None:
         self.seq += 1
@@ -196,9 +217,30 @@ class _Run:
         churned = c.churn_at is not None and t >= c.churn_at
         if churned and rng.random() < 0.7:
             return None  # churners browse far less, so their activity visibly drops
+        vigour = self.vigour(c, t)
+        if vigour < 1.0:
+            crng = self.churn_rng
+            if vigour <= 0.0:  # faded out: no more orders, a tenth of the visits
+                if crng.random() >= CHURN_GONE_VISITS:
+                    return None
+                churned = True
+            elif crng.random() >= vigour:
+                return None  # fading: fewer visits...
+            elif crng.random() >= vigour:
+                churned = True  # ...and fewer of them end in an order
         in_streak = c.streak_at is not None and c.streak_at - DAY_MS <= t < c.streak_at + 5 * DAY_MS
         channel = c.channel if rng.random() < 0.7 else pick_channel(rng)
         return self._session(t, c, channel, not (churned or in_streak))
+
+    def vigour(self, c: Customer, t: int) -> float:
+        """The churn rule's activity factor at event time t: 1 before a fade, 0 after."""
+        fade = self.fades.get(c.cid)
+        if fade is None or t < fade[0]:
+            return 1.0
+        start, end = fade
+        if t >= end:
+            return 0.0
+        return 1.0 - (1.0 - CHURN_FADE_FLOOR) * (t - start) / (end - start)
 
     def _session(
         self, t: int, c: Customer, channel: str, can_order: bool, *, force: bool = False,
@@ -359,6 +401,9 @@ class _Run:
             mode = "in_store" if in_store else "pickup"
             placed["fulfilment"] = {"mode": mode, "store_id": sim.locations[store]["location_id"]}
         self.push(t, "orders", c.cid, placed)
+        if c.cid not in self.fades and self.churn_rng.random() < c.churn_risk:
+            days = self.churn_rng.uniform(*CHURN_FADE_DAYS)
+            self.fades[c.cid] = (t, t + int(days * DAY_MS))
         cart = self.carts.get(c.cid)
         if cart:  # as the engine does: the order covers the cart lines it contains
             for s, _, _ in lines:

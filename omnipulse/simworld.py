@@ -66,6 +66,21 @@ CHANNELS = ("app", "web", "mini_program", "marketplace", "store", "social", "pho
 _CHANNEL_CUM = list(accumulate((28, 20, 20, 12, 12, 5, 3)))
 ONLINE_CHANNELS = ("app", "web", "mini_program")
 
+# The fading-churn rule (see :mod:`omnipulse.simulator`): a customer's hidden risk is
+# the chance, at each order placed, that this order starts their fade. At-risk
+# customers (a share of CHURN_AT_RISK_SHARE) draw it from CHURN_AT_RISK, the others
+# from CHURN_LOW_RISK. A fade lasts CHURN_FADE_DAYS (uniform); while it lasts the
+# customer's vigour falls linearly from 1 to CHURN_FADE_FLOOR: a visit happens with
+# probability vigour (browsing drops) and may end in an order with probability vigour
+# again (so the gaps between orders grow as vigour squared). After the fade the
+# customer never orders again and keeps CHURN_GONE_VISITS of their visits.
+CHURN_AT_RISK_SHARE = 0.35
+CHURN_AT_RISK = (0.08, 0.30)
+CHURN_LOW_RISK = (0.0, 0.004)
+CHURN_FADE_DAYS = (30.0, 75.0)
+CHURN_FADE_FLOOR = 0.15
+CHURN_GONE_VISITS = 0.1
+
 
 @dataclass(frozen=True, slots=True)
 class SimRecord:
@@ -122,6 +137,8 @@ class Customer:
     big: bool  # big spender: premium baskets, converts more often
     churn_at: int | None  # event time after which the customer stops ordering
     streak_at: int | None  # start of the 3-day premium browsing streak (00:00 UTC)
+    # hidden: the chance that an order placed starts the customer's fade (churn rule)
+    churn_risk: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +282,8 @@ class World:
     def _build_customers(self, rng: random.Random, n: int) -> None:
         self.customers: list[Customer] = []
         weights = []
+        # Own stream for the hidden churn risk, so the rest of the world is drawn as before.
+        crng = random.Random(f"omnipulse-churn-{self.seed}")
         for i in range(n):
             big = rng.random() < 0.02
             churn_at = streak_at = None
@@ -277,8 +296,10 @@ class World:
             home = bisect(self._city_cum, rng.random() * self._city_cum[-1])
             channel = CHANNELS[bisect(_CHANNEL_CUM, rng.random() * _CHANNEL_CUM[-1])]
             anon = f"anon-{rng.getrandbits(48):012x}"
+            at_risk = crng.random() < CHURN_AT_RISK_SHARE
+            risk = crng.uniform(*(CHURN_AT_RISK if at_risk else CHURN_LOW_RISK))
             self.customers.append(
-                Customer(f"C{i + 1:06d}", anon, home, channel, big, churn_at, streak_at)
+                Customer(f"C{i + 1:06d}", anon, home, channel, big, churn_at, streak_at, risk)
             )
             weights.append(rng.paretovariate(1.2) * (5.0 if big else 1.0))  # heavy tail
         self._cust_cum = list(accumulate(weights))

@@ -451,3 +451,50 @@ def test_limited_editions_come_in_small_drops_to_one_warehouse(ref, run) -> None
     )
     assert carted > 200
     assert shipped > sum(v["on_hand"] for v in drops)  # demand outruns the drops
+
+
+def test_churn_rule_fading_customers_browse_less_then_stop_ordering() -> None:
+    from omnipulse.simulator import _Run
+
+    sim = Simulator(seed=3, customers=2000, skus=120, start_ms=START, time_scale=60.0)
+    run = _Run(sim)
+    placed: defaultdict[str, list[int]] = defaultdict(list)
+    activity: defaultdict[str, list[int]] = defaultdict(list)
+    end = START
+    for r in islice(run.stream(), 300_000):
+        assert isinstance(r.value, dict)
+        cid, t = r.value.get("customer_id"), ts_ms(r.value)
+        end = t
+        if cid is None:
+            continue
+        if r.topic == "orders" and r.value["type"] == "order_placed":
+            placed[cid].append(t)
+        elif r.topic in ("clicks", "carts"):
+            activity[cid].append(t)
+    risk = {c.cid: c.churn_risk for c in sim.customers}
+    faded = {cid: f for cid, f in run.fades.items() if f[1] + 30 * DAY < end}
+    assert len(faded) >= 100
+    # the onset is drawn per order from the hidden risk: at-risk customers dominate
+    assert sum(risk[c] >= 0.08 for c in faded) >= 0.8 * len(faded)
+    # every fade starts at an order of that customer; none orders after it is over
+    # (a session begun just before the end may still check out minutes later)
+    for cid, (start, stop) in faded.items():
+        assert start in placed[cid]
+        assert all(t <= stop + DAY for t in placed[cid])
+
+    # activity falls before the stop: per-day rates over all faded customers
+    def rate(lo: int, hi: int) -> float:
+        n = days = 0
+        for cid, (start, stop) in faded.items():
+            a, b = start + lo * (stop - start), start + hi * (stop - start)
+            n += sum(a <= t < b for t in activity[cid])
+            days += (b - a) / DAY
+        return n / days
+
+    before = sum(sum(s - 30 * DAY <= t < s for t in activity[c]) for c, (s, _) in faded.items()) / (
+        30 * len(faded)
+    )
+    late = rate(0.66, 1.0)  # the last third of the fade: vigour below about 0.45
+    gone = rate(1.0, 1.5)
+    assert late < 0.6 * before
+    assert gone < 0.25 * before
