@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from connectors.events import Event
+from flows.churn import churn_step, next_churn_ms
 from flows.worker import Worker
 from operators.cart import decide_abandoned_cart, open_carts
 from operators.customer import (
@@ -186,6 +187,9 @@ def judge(
         if review.timer_seen is not None:
             out.triggers.extend(_timed(w, cid, lab, facts, carts, available or {}, holdout))
             carts = _open_carts(final, lab)
+        # at every order mark too, at the mark's own time, so what is scored and
+        # labelled does not depend on batching or on which topic was read first
+        out.triggers.extend(churn_step(w, cid, lab, facts, final, review.now, holdout))
         if review.is_last:
             held = _held_releases(final.get("hq"))
             if review.timer_seen is not None:
@@ -195,6 +199,7 @@ def judge(
                 next_review_ms(facts, now, rules.segments, rules.tiers),
                 min((ca + rules.cart.abandoned_after_ms for ca, _ in carts), default=None),
                 next_step_due(facts.first_order_ms, rules.journey_steps, lab.journey_done),
+                next_churn_ms(lab, facts, rules.churn.horizon_ms),
                 *held,
             ]
             pending = [t for t in due if t is not None]
@@ -234,6 +239,7 @@ def _timed(
         w.counters[f"cart:{decided.result}"] += 1
         if decided.trigger is not None:
             lab.cart_last_fired = decided.trigger.event_ts
+            lab.abandoned_carts += 1
             out.append(decided.trigger)
     journey = decide_journey(
         cid,

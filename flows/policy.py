@@ -67,6 +67,10 @@ def settle(
 
     pipe = w.store.pipeline()
     w.store.queue_commit(pipe, labels, timers, {})
+    if w.model_dirty and w.model_store is not None:
+        # with the labels that consumed the pending vectors it learned from
+        w.model_store.queue_save(pipe, w.model)
+        w.model_dirty = False
     slots = {}
     for cid, its in items.items():
         its.sort(key=lambda i: (i.event_ts, i.kind, i.trigger_id))

@@ -18,6 +18,15 @@ def _ms(td: object) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class ChurnRules:
+    horizon_ms: int
+    threshold: float
+    interval_increase: float
+    activity_drop: float
+    window_days: int
+
+
+@dataclass(frozen=True, slots=True)
 class Rules:
     segments: SegmentRules
     tiers: TierRules
@@ -32,6 +41,7 @@ class Rules:
     default_safety_stock: int
     service_level: float
     z: float
+    churn: ChurnRules
 
     @classmethod
     def from_settings(cls, s: Settings) -> Rules:
@@ -70,4 +80,11 @@ class Rules:
             default_safety_stock=s.reorder.safety_stock,
             service_level=s.reorder.service_level,
             z=z_for_service_level(s.reorder.service_level),
+            churn=ChurnRules(
+                horizon_ms=_ms(s.churn.horizon),
+                threshold=s.churn.threshold,
+                interval_increase=s.churn.interval_increase,
+                activity_drop=s.churn.activity_drop,
+                window_days=max(1, int(s.churn.activity_window.total_seconds() // 86_400)),
+            ),
         )

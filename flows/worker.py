@@ -23,6 +23,7 @@ from state.inventory import InventoryParams, InventoryStore
 from state.keys import Keys
 from state.ledger import TriggerLedger
 from state.locations import LocationStore
+from state.model import ChurnModel, ModelStore
 
 # Live mode: how long a caught-up partition still holds the event-time clock
 # (see operators.clock.Watermark.idle_grace_ms).
@@ -51,6 +52,9 @@ class Worker:
     persisted_clock_ms: int = 0
     timers_since: int = 0  # cart/journey deadlines before this predate the engine
     committer: OffsetCommitter | None = None  # consumer-group commits, for lag tools
+    model_store: ModelStore | None = None
+    model: ChurnModel = field(default_factory=ChurnModel)
+    model_dirty: bool = False  # learned since the last snapshot
 
     @classmethod
     def connect(
@@ -89,6 +93,8 @@ class Worker:
             s, live, client, store, inventory, LocationStore(client, keys), ledger, rules, clock
         )
         w.timers_since = store.timers_since(clock.now)
+        w.model_store = ModelStore(client, s.redis.key_prefix)
+        w.model = w.model_store.load()
         if bootstrap:
             k = s.kafka
             w.committer = OffsetCommitter(

@@ -78,6 +78,27 @@ def cmd_lag(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model(args: argparse.Namespace) -> int:
+    import redis
+
+    from omnipulse.runner import endpoints
+    from state.model import ModelStore
+
+    settings = _settings(args)
+    with endpoints(settings, start_embedded=False) as ep, redis.Redis.from_url(ep.redis_url) as r:
+        store = ModelStore(r, settings.redis.key_prefix)
+        header = store.header()
+        model = store.load()
+    report = {**model.metrics(), "saved_at": (header or {}).get("saved_at")}
+    if args.json:
+        print(orjson.dumps({**report, "description": model.describe()}).decode())
+        return 0
+    print(model.describe())
+    for name, value in report.items():
+        print(f"{name:>20}: {value}")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     print(orjson.dumps(_settings(args).masked(), option=orjson.OPT_INDENT_2).decode())
     return 0
@@ -261,6 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lag", help="consumer lag of the engine's group per input partition")
     p.add_argument("--json", action="store_true", help="one JSON list instead of a table")
     p.set_defaults(fn=cmd_lag)
+
+    p = sub.add_parser("model", help="the churn model: description and progressive metrics")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    p.set_defaults(fn=cmd_model)
 
     p = sub.add_parser("topics", help="manage topics")
     p.add_argument("action", choices=["create"])

@@ -74,6 +74,10 @@ class CustomerLabels:
     cart_decided_for: int | None = None  # last cart activity whose deadline was decided
     cart_last_fired: int | None = None  # deadline of the last abandoned_cart trigger
     journey_done: tuple[str, ...] = ()  # journey steps sent or cancelled
+    churn_score: float | None = None  # the model's latest score
+    churn_pending: str | None = None  # JSON {t, x, b}: the scored vector awaiting its label
+    churn_scored_at: int | None = None  # event time of the latest score
+    abandoned_carts: int = 0  # abandoned-cart triggers fired (a churn feature)
 
 
 def latest_run(days: list[int]) -> tuple[int, int] | None:

@@ -67,6 +67,10 @@ def labels_from(state: dict[str, Any]) -> CustomerLabels:
         cart_decided_for=_int(state.get("acf")),
         cart_last_fired=_int(state.get("acl")),
         journey_done=tuple(x for x in (state.get("js") or "").split(",") if x),
+        churn_score=None if state.get("cs") is None else float(state["cs"]),
+        churn_pending=state.get("cx"),
+        churn_scored_at=_int(state.get("csa")),
+        abandoned_carts=int(state.get("nab") or 0),
     )
 
 
@@ -80,6 +84,10 @@ def _label_fields(lab: CustomerLabels) -> dict[str, Any]:
         "acf": lab.cart_decided_for,
         "acl": lab.cart_last_fired,
         "js": ",".join(lab.journey_done) or None,
+        "cs": None if lab.churn_score is None else round(lab.churn_score, 6),
+        "cx": lab.churn_pending,
+        "csa": lab.churn_scored_at,
+        "nab": lab.abandoned_carts or None,
     }
 
 

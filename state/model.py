@@ -144,6 +144,21 @@ class ModelStore:
 
     def save(self, model: ChurnModel, now_ms: int | None = None) -> dict[str, Any]:
         """Snapshot the model; returns the header written."""
+        header, blob = self._snapshot(model, now_ms)
+        call(
+            lambda: self.client.hset(
+                self.key, mapping={"header": orjson.dumps(header), "blob": blob}
+            ),
+            f"save churn model to {self.key}",
+        )
+        return header
+
+    def queue_save(self, pipe: Any, model: ChurnModel, now_ms: int | None = None) -> None:
+        """Queue a snapshot on a caller's pipeline: written with the labels it learned."""
+        header, blob = self._snapshot(model, now_ms)
+        pipe.hset(self.key, mapping={"header": orjson.dumps(header), "blob": blob})
+
+    def _snapshot(self, model: ChurnModel, now_ms: int | None) -> tuple[dict[str, Any], bytes]:
         blob = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
         header = {
             "format": FORMAT_VERSION,
@@ -155,13 +170,7 @@ class ModelStore:
             "sha256": hashlib.sha256(blob).hexdigest(),
             "bytes": len(blob),
         }
-        call(
-            lambda: self.client.hset(
-                self.key, mapping={"header": orjson.dumps(header), "blob": blob}
-            ),
-            f"save churn model to {self.key}",
-        )
-        return header
+        return header, blob
 
     def header(self) -> dict[str, Any] | None:
         """The header of the stored snapshot, or None (missing or unreadable)."""

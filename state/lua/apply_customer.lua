@@ -34,7 +34,8 @@ if to then
 end
 
 local F = {'fa', 'la', 'fo', 'lo', 'n', 'm', 'vd', 'cd', 'cat', 'pd', 'lod', 'cart', 'ca', 's', 't', 'iv', 'ev',
-           'cov', 'ls', 'lst', 'lpos', 'lpt', 'up', 'acf', 'acl', 'js', 'hq', 'lap', 'alc'}
+           'cov', 'ls', 'lst', 'lpos', 'lpt', 'up', 'acf', 'acl', 'js', 'hq', 'lap', 'alc',
+           'chs', 'cx', 'csa', 'nab', 'cs'}
 local raw = redis.call('HMGET', P, unpack(F))
 local p = {}
 for i, name in ipairs(F) do p[name] = raw[i] end
@@ -58,6 +59,8 @@ local up = jget(p.up, {})  -- exposures: {kind, trigger ts, holdout 0/1, convert
 local lap, alc, acf = jget(p.lap, {}), num(p.alc), num(p.acf)
 local conversions = {}
 local channels = {}
+-- chs: channel -> last activity, one small map for the churn features' channel mix
+local chs = jget(p.chs, {})
 local touched = {}
 
 local function minv(a, b) if a == nil or b < a then return b end return a end
@@ -288,7 +291,11 @@ if applied > 0 then
   local function put(name, v) if v ~= nil then table.insert(w, name); table.insert(w, string.format('%d', v)) end end
   put('fa', fa); put('la', la); put('fo', fo); put('lo', lo); put('lod', lod); put('ca', ca)
   table.insert(w, 'pd'); table.insert(w, cjson.encode(pd))
-  for ch, ts in pairs(channels) do table.insert(w, 'c:' .. ch); table.insert(w, string.format('%d', ts)) end
+  for ch, ts in pairs(channels) do
+    table.insert(w, 'c:' .. ch); table.insert(w, string.format('%d', ts))
+    chs[ch] = maxv(chs[ch], ts)
+  end
+  if next(chs) ~= nil then table.insert(w, 'chs'); table.insert(w, cjson.encode(chs)) end
   if next(cart) == nil then redis.call('HDEL', P, 'cart') else table.insert(w, 'cart'); table.insert(w, cjson.encode(cart)) end
   -- keep only coverage that can still matter: the last 2 days before the newest, at most 32
   local newest_cov, kept_cov, size = nil, {}, 0
@@ -331,6 +338,8 @@ return cjson.encode({
   final = {n = n, m = m, fa = fa, la = la, fo = fo, lo = lo, pd = pd,
            s = p.s or nil, t = p.t or nil, iv = num(p.iv), ev = num(p.ev),
            cart = cart, ca = ca, ls = ls, lpos = lpos,
-           acf = acf, acl = num(p.acl), js = p.js, hq = p.hq, lap = lap, alc = alc},
+           acf = acf, acl = num(p.acl), js = p.js, hq = p.hq, lap = lap, alc = alc,
+           vd = vd, cd = cd, chs = chs, cx = p.cx or nil, csa = num(p.csa), nab = num(p.nab),
+           cs = num(p.cs)},
   marks = marks, orders = orders, conversions = conversions,
 })

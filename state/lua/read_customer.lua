@@ -2,9 +2,10 @@
 -- KEYS[1] profile hash, KEYS[2] orders hash. Returns the "final" shape of
 -- apply_customer.lua plus the counted orders, as JSON; nil for no profile.
 local F = {'fa', 'la', 'fo', 'lo', 'n', 'm', 'pd', 's', 't', 'iv', 'ev',
-           'cart', 'ca', 'ls', 'lpos', 'acf', 'acl', 'js', 'hq', 'lap', 'alc'}
-local STRINGS = {s = true, t = true, ls = true, lpos = true, js = true, hq = true}
-local JSON = {pd = true, cart = true, lap = true}
+           'cart', 'ca', 'ls', 'lpos', 'acf', 'acl', 'js', 'hq', 'lap', 'alc',
+           'vd', 'cd', 'chs', 'cx', 'csa', 'nab', 'cs'}
+local STRINGS = {s = true, t = true, ls = true, lpos = true, js = true, hq = true, cx = true}
+local JSON = {pd = true, cart = true, lap = true, vd = true, cd = true, chs = true}
 local raw = redis.call('HMGET', KEYS[1], unpack(F))
 if not raw[1] and not raw[5] then return nil end
 local out = {}

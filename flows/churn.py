@@ -1,0 +1,130 @@
+"""Churn in the batch: learn delayed labels, score, emit `churn_risk` (SPEC §5.8).
+
+Each customer has at most one pending scored vector (`cx` in the profile). It
+is labelled 0 when the customer orders again within the horizon, 1 when the
+watermark passes the horizon without an order, learned once (predict before
+learn, so the model's live AUC is progressive), and cleared with the same
+write that stores the labels. The model's snapshot goes into that same
+pipeline, so a restart resumes with exactly the labels the store has consumed.
+
+A customer with orders is scored at each new order and, while their last order
+is under a year old, every 30 days of event time (the periodic review that lets
+the seed heuristic, which needs a gap, ever fire).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from flows.worker import Worker
+from operators.churn import ChurnInputs, features, heuristic, heuristic_score
+from operators.clock import DAY_MS
+from operators.customer import CustomerLabels, Facts
+from operators.policy import local_day
+from operators.triggers import Trigger
+
+REVIEW_EVERY_MS = 30 * DAY_MS
+ACTIVE_FOR_MS = 365 * DAY_MS
+
+
+def churn_step(
+    w: Worker,
+    cid: str,
+    lab: CustomerLabels,
+    facts: Facts,
+    state: dict[str, Any],
+    now: int,
+    holdout: bool,
+) -> list[Trigger]:
+    """Learn the pending label if it is known, score when due; the triggers."""
+    rules = w.rules.churn
+    pending = orjson.loads(lab.churn_pending) if lab.churn_pending else None
+    if pending is not None:
+        # judged at the review's event time, never with orders from after it,
+        # so a catch-up run that already holds later orders labels as live did
+        t = int(pending["t"])
+        if any(t < ts <= min(now, t + rules.horizon_ms) for ts, _ in facts.orders):
+            y: int | None = 0
+        elif now > t + rules.horizon_ms:
+            y = 1
+        else:
+            y = None
+        if y is not None:
+            w.model.learn_one(pending["x"], y, baseline=pending.get("b"))
+            w.model_dirty = True
+            w.counters[f"churn:labels_{'churned' if y else 'retained'}"] += 1
+            lab.churn_pending = pending = None
+    if facts.frequency < 1 or facts.last_order_ms is None:
+        return []
+    new_order = lab.churn_scored_at is None or facts.last_order_ms > lab.churn_scored_at
+    periodic = (
+        lab.churn_scored_at is not None
+        and now >= lab.churn_scored_at + REVIEW_EVERY_MS
+        and now - facts.last_order_ms <= ACTIVE_FOR_MS
+    )
+    if not (new_order or periodic):
+        return []
+    channels = state.get("chs") if isinstance(state.get("chs"), dict) else {}
+    inputs = ChurnInputs.from_profile(
+        {**state, **{f"c:{k}": v for k, v in channels.items()}},
+        facts.orders,
+        abandoned_carts=lab.abandoned_carts,
+    )
+    x = features(inputs, now, today=local_day(now, w.rules.tz), window_days=rules.window_days)
+    score = w.model.predict_one(x)
+    lab.churn_score, lab.churn_scored_at = score, now
+    base = heuristic_score(x, rules.interval_increase, rules.activity_drop)
+    if pending is None:
+        lab.churn_pending = orjson.dumps({"t": now, "x": x, "b": base}).decode()
+    out = []
+    if score >= rules.threshold:
+        out.append(_trigger(w, cid, "model", f"model|{now}", now, score, x, holdout))
+    if heuristic(x, rules.interval_increase, rules.activity_drop):
+        cause = f"heuristic|{facts.last_order_ms}"  # once per gap since the last order
+        out.append(_trigger(w, cid, "interval_and_activity_drop", cause, now, score, x, holdout))
+    return out
+
+
+def next_churn_ms(lab: CustomerLabels, facts: Facts, horizon_ms: int) -> int | None:
+    """When time alone next matters: a pending label's horizon, or the next review."""
+    due = []
+    if lab.churn_pending:
+        due.append(int(orjson.loads(lab.churn_pending)["t"]) + horizon_ms + 1)
+    if lab.churn_scored_at is not None and facts.last_order_ms is not None:
+        nxt = lab.churn_scored_at + REVIEW_EVERY_MS
+        if nxt - facts.last_order_ms <= ACTIVE_FOR_MS:
+            due.append(nxt)
+    return min(due) if due else None
+
+
+def _trigger(
+    w: Worker,
+    cid: str,
+    rule: str,
+    cause: str,
+    now: int,
+    score: float,
+    x: dict[str, float],
+    holdout: bool,
+) -> Trigger:
+    top = w.model.top_features(x, 3)
+    return Trigger(
+        kind="churn_risk",
+        subject_key="customer_id",
+        subject=cid,
+        cause=cause,
+        event_ts=now,
+        reason={
+            "rule": rule,
+            "score": round(score, 4),
+            "threshold": w.rules.churn.threshold,
+            "gap_ratio": round(x["gap_ratio"], 3),
+            "interactions_last_30": x["interactions_last_30"],
+            "interactions_prev_30": x["interactions_prev_30"],
+            "top_features": [{"feature": n, "contribution": v} for n, v in top],
+        },
+        payload={"score": round(score, 4), "top_features": [n for n, _ in top]},
+        holdout=holdout,
+    )
