@@ -85,3 +85,20 @@ def test_reads_the_file_out_of_a_wheel(tmp_path: Path) -> None:
     with zipfile.ZipFile(whl, "w") as z:
         z.writestr(CDNOW_MEMBER, SAMPLE)
     assert len(parse_cdnow(cdnow_text(whl))) == 7
+
+
+def test_offline_evaluation_labels_on_return_and_at_the_horizon() -> None:
+    from bench.churn_eval import Evaluation
+
+    day = 86_400_000
+    t0 = 900_000_000_000
+    ev = Evaluation()
+    ev.order("a", t0, 1000)
+    ev.order("b", t0, 1000)
+    ev.order("a", t0 + 90 * day, 500)  # exactly at the horizon: a return
+    assert ev.model.labels == {0: 1, 1: 0}
+    ev.advance(t0 + 90 * day + 1)  # b's horizon passed without an order
+    assert ev.model.labels == {0: 1, 1: 1}
+    ev.advance(t0 + 121 * day)  # b's review at day 120 scores again (a's score still waits)
+    assert ev.book.pending("b") is not None and ev.kind["b"] == "review"
+    assert ev.model.n_labels == 2
