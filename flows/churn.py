@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from flows.worker import Worker
+from flows.worker import ChurnUpdate, Worker
 from operators.churn import ChurnInputs, features, heuristic, heuristic_score
 from operators.clock import DAY_MS
 from operators.customer import CustomerLabels, Facts
@@ -39,7 +39,9 @@ def churn_step(
     holdout: bool,
 ) -> list[Trigger]:
     """Learn the pending label if it is known, score when due; the triggers."""
-    rules = w.rules.churn
+    rules, model = w.rules.churn, w.model
+    assert model is not None, "Worker.connect loads the churn model"
+    update = w.churn_updates.setdefault(cid, ChurnUpdate(lab.churn_pending, lab.churn_pending))
     pending = orjson.loads(lab.churn_pending) if lab.churn_pending else None
     if pending is not None:
         # judged at the review's event time, never with orders from after it,
@@ -52,10 +54,9 @@ def churn_step(
         else:
             y = None
         if y is not None:
-            w.model.learn_one(pending["x"], y, baseline=pending.get("b"))
-            w.model_dirty = True
-            w.counters[f"churn:labels_{'churned' if y else 'retained'}"] += 1
-            lab.churn_pending = pending = None
+            # learned in settle, once the pending vector is taken in Redis
+            update.learn.append((pending["x"], y, pending.get("b")))
+            lab.churn_pending = update.new = pending = None
     if facts.frequency < 1 or facts.last_order_ms is None:
         return []
     new_order = lab.churn_scored_at is None or facts.last_order_ms > lab.churn_scored_at
@@ -73,11 +74,11 @@ def churn_step(
         abandoned_carts=lab.abandoned_carts,
     )
     x = features(inputs, now, today=local_day(now, w.rules.tz), window_days=rules.window_days)
-    score = w.model.predict_one(x)
+    score = model.predict_one(x)
     lab.churn_score, lab.churn_scored_at = score, now
     base = heuristic_score(x, rules.interval_increase, rules.activity_drop)
     if pending is None:
-        lab.churn_pending = orjson.dumps({"t": now, "x": x, "b": base}).decode()
+        lab.churn_pending = update.new = orjson.dumps({"t": now, "x": x, "b": base}).decode()
     out = []
     if score >= rules.threshold:
         out.append(_trigger(w, cid, "model", f"model|{now}", now, score, x, holdout))
@@ -109,6 +110,7 @@ def _trigger(
     x: dict[str, float],
     holdout: bool,
 ) -> Trigger:
+    assert w.model is not None
     top = w.model.top_features(x, 3)
     return Trigger(
         kind="churn_risk",

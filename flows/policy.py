@@ -67,10 +67,12 @@ def settle(
 
     pipe = w.store.pipeline()
     w.store.queue_commit(pipe, labels, timers, {})
-    if w.model_dirty and w.model_store is not None:
-        # with the labels that consumed the pending vectors it learned from
-        w.model_store.queue_save(pipe, w.model)
-        w.model_dirty = False
+    updates, w.churn_updates = w.churn_updates, {}
+    swaps = {
+        cid: w.store.queue_swap(pipe, cid, "cx", u.expected, u.new)
+        for cid, u in updates.items()
+        if u.expected != u.new
+    }
     slots = {}
     for cid, its in items.items():
         its.sort(key=lambda i: (i.event_ts, i.kind, i.trigger_id))
@@ -78,6 +80,7 @@ def settle(
     other_slots = [w.ledger.queue_other(pipe, t.trigger_id) for t in others]
     replies = w.store.execute(pipe, "settle triggers") if len(pipe) else []
 
+    _learn(w, updates, swaps, replies)
     out: list[dict[str, Any]] = []
     for cid, slot in slots.items():
         result = TriggerLedger.settlement(replies[slot])
@@ -107,12 +110,29 @@ def settle(
     return out
 
 
+def _learn(w: Worker, updates: dict[str, Any], swaps: dict[str, int], replies: list[Any]) -> None:
+    """Learn the labels whose pending vector this worker took (never twice)."""
+    assert w.model is not None
+    for cid, u in updates.items():
+        if not u.learn:
+            continue
+        if cid in swaps and not replies[swaps[cid]]:
+            w.counters["churn:label_taken_elsewhere"] += 1
+            continue
+        for x, y, base in u.learn:
+            w.model.learn_one(x, y, baseline=base)
+            w.counters[f"churn:labels_{'churned' if y else 'retained'}"] += 1
+
+
 def flush(w: Worker) -> None:
     """The clock, counters, then the resume offsets: written once the batch's state is in."""
     counters, offsets = w.take_counters(), w.take_offsets()
     if not counters and not offsets and w.clock.max_event_ms <= w.persisted_clock_ms:
         return
     pipe = w.store.pipeline()
+    if w.model is not None and w.model_store is not None:
+        # right after the labels that consumed the pending vectors it learned
+        w.model.queue_snapshot(pipe, w.model_store)
     w.store.queue_clock(pipe, w.clock.max_event_ms)
     w.persisted_clock_ms = w.clock.max_event_ms
     w.store.queue_commit(pipe, {}, {}, counters, offsets)

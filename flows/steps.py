@@ -24,6 +24,7 @@ from flows.policy import flush, settle
 from flows.worker import Worker, wall_ms
 from omnipulse.settings import DLQ_TOPIC, Settings
 from operators.clock import ms_to_rfc3339
+from state.model import SharedChurnModel
 
 IDLE_ADVANCE_MS = 1000
 SWEEP_LIMIT = 2000
@@ -42,14 +43,22 @@ class EngineStep:
         self.live = live
         self.bootstrap = bootstrap  # for consumer-group commits; None: no commits
         self._local = threading.local()
+        self._model: SharedChurnModel | None = None  # one per process, for every thread
+        self._connecting = threading.Lock()
 
     # Built lazily in each worker thread: never at import or in __init__.
     def worker(self) -> Worker:
         w = getattr(self._local, "worker", None)
         if w is None:
-            w = Worker.connect(
-                self.settings, self.redis_url, live=self.live, bootstrap=self.bootstrap
-            )
+            with self._connecting:
+                w = Worker.connect(
+                    self.settings,
+                    self.redis_url,
+                    live=self.live,
+                    bootstrap=self.bootstrap,
+                    model=self._model,
+                )
+                self._model = w.model
             self._local.worker = w
         return w
 

@@ -23,11 +23,21 @@ from state.inventory import InventoryParams, InventoryStore
 from state.keys import Keys
 from state.ledger import TriggerLedger
 from state.locations import LocationStore
-from state.model import ChurnModel, ModelStore
+from state.model import ModelStore, SharedChurnModel
 
 # Live mode: how long a caught-up partition still holds the event-time clock
 # (see operators.clock.Watermark.idle_grace_ms).
 PARTITION_IDLE_GRACE_MS = 500
+
+
+@dataclass
+class ChurnUpdate:
+    """A customer's pending churn vector this batch: what was read, what replaces it,
+    and the labels to learn once the swap in Redis succeeds (so exactly once)."""
+
+    expected: str | None
+    new: str | None
+    learn: list[tuple[dict[str, float], int, float | None]] = field(default_factory=list)
 
 
 def wall_ms() -> int:
@@ -53,13 +63,21 @@ class Worker:
     timers_since: int = 0  # cart/journey deadlines before this predate the engine
     committer: OffsetCommitter | None = None  # consumer-group commits, for lag tools
     model_store: ModelStore | None = None
-    model: ChurnModel = field(default_factory=ChurnModel)
-    model_dirty: bool = False  # learned since the last snapshot
+    model: SharedChurnModel | None = None  # the process's one churn model
+    # customer -> (pending vector as read, as decided, labels to learn once taken)
+    churn_updates: dict[str, ChurnUpdate] = field(default_factory=dict)
 
     @classmethod
     def connect(
-        cls, settings: Settings, redis_url: str, *, live: bool, bootstrap: str | None = None
+        cls,
+        settings: Settings,
+        redis_url: str,
+        *,
+        live: bool,
+        bootstrap: str | None = None,
+        model: SharedChurnModel | None = None,
     ) -> Worker:
+        """Connect one worker; `model` is the process's shared churn model, if loaded."""
         s = settings
         client = redis.Redis.from_url(redis_url)
         keys = Keys(s.redis.key_prefix, s.engine.timer_shards)
@@ -94,7 +112,7 @@ class Worker:
         )
         w.timers_since = store.timers_since(clock.now)
         w.model_store = ModelStore(client, s.redis.key_prefix)
-        w.model = w.model_store.load()
+        w.model = model if model is not None else SharedChurnModel(w.model_store.load())
         if bootstrap:
             k = s.kafka
             w.committer = OffsetCommitter(

@@ -85,7 +85,6 @@ def _label_fields(lab: CustomerLabels) -> dict[str, Any]:
         "acl": lab.cart_last_fired,
         "js": ",".join(lab.journey_done) or None,
         "cs": None if lab.churn_score is None else round(lab.churn_score, 6),
-        "cx": lab.churn_pending,
         "csa": lab.churn_scored_at,
         "nab": lab.abandoned_carts or None,
     }
@@ -126,6 +125,7 @@ class CustomerStore:
         self._take = client.register_script(_load("take_anonymous.lua"))
         self._clock = client.register_script(_load("advance_clock.lua"))
         self._reschedule = client.register_script(_load("reschedule.lua"))
+        self._swap = client.register_script(_load("swap_field.lua"))
 
     @classmethod
     def for_settings(cls, client: redis.Redis, settings: Settings) -> CustomerStore:
@@ -292,6 +292,18 @@ class CustomerStore:
     def queue_clock(self, pipe: Any, basis_ms: int) -> None:
         """Persist the watermark basis (kept only if ahead of the stored one)."""
         self._clock(keys=[self.keys.clock], args=[basis_ms], client=pipe)
+
+    def queue_swap(
+        self, pipe: Any, customer_id: str, name: str, expected: str | None, new: str | None
+    ) -> int:
+        """Queue a compare-and-set of one profile field; returns the reply's index."""
+        index = len(pipe)
+        self._swap(
+            keys=[self.keys.customer(customer_id)],
+            args=[name, expected or "", new or ""],
+            client=pipe,
+        )
+        return index
 
     def execute(self, pipe: Any, what: str) -> list[Any]:
         return execute(pipe, what)

@@ -22,6 +22,7 @@ import hashlib
 import logging
 import math
 import pickle
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -238,3 +239,39 @@ class ModelStore:
 
 class _Unusable(Exception):
     """A snapshot that cannot be restored (never leaves this module)."""
+
+
+class SharedChurnModel:
+    """One churn model per process, shared by its worker threads.
+
+    Every label any thread learns goes into the same model, and the snapshot
+    is always that model, so several worker threads learn as one would. A
+    lock keeps a learn, a score and a pickle from overlapping.
+    """
+
+    def __init__(self, model: ChurnModel) -> None:
+        self.model = model
+        self._lock = threading.Lock()
+        self._dirty = False  # learned since the last snapshot was queued
+
+    def predict_one(self, x: Mapping[str, float]) -> float:
+        with self._lock:
+            return self.model.predict_one(x)
+
+    def learn_one(self, x: Mapping[str, float], y: int, baseline: float | None = None) -> float:
+        with self._lock:
+            self._dirty = True
+            return self.model.learn_one(x, y, baseline)
+
+    def top_features(self, x: Mapping[str, float], k: int = 3) -> list[tuple[str, float]]:
+        with self._lock:
+            return self.model.top_features(x, k)
+
+    def queue_snapshot(self, pipe: Any, store: ModelStore) -> bool:
+        """Queue a snapshot on `pipe` if anything was learned since the last one."""
+        with self._lock:
+            if not self._dirty:
+                return False
+            store.queue_save(pipe, self.model)
+            self._dirty = False
+            return True

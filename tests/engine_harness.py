@@ -63,8 +63,8 @@ class Engine:
                 records.append((key.encode() if key else None, ev))
         produce(self.ep.bootstrap, self.settings.kafka.topic(topic), records)
 
-    def run(self) -> None:
-        run_engine(self.settings, self.ep, until_caught_up=True)
+    def run(self, workers: int = 1) -> None:
+        run_engine(self.settings, self.ep, until_caught_up=True, workers=workers)
 
     def triggers(self, topic: str = "triggers.segment") -> list[dict[str, Any]]:
         return [

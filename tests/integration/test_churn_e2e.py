@@ -36,8 +36,9 @@ def model_report(engine: Engine) -> dict[str, Any]:
     return orjson.loads(out.stdout)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_labels_are_learned_once_across_a_restart_and_the_heuristic_fires(
-    engine: Engine,
+    engine: Engine, workers: int
 ) -> None:
     # h1 buys every 10 days and browses daily, then goes quiet: the seed rule
     engine.send("orders", *(order("h1", f"h1-{d}", ts(d), "30.00") for d in (0, 10, 20)))
@@ -45,7 +46,7 @@ def test_labels_are_learned_once_across_a_restart_and_the_heuristic_fires(
     # r1 comes back within the horizon once, then never again
     engine.send("orders", order("r1", "r1-0", ts(0), "50.00"), order("r1", "r1-1", ts(30), "50.00"))
     engine.send("clicks", click("clock", ts(60)))
-    engine.run()
+    engine.run(workers)
     first = model_report(engine)
     # labels so far: h1 0 (t=0 -> 10), 0 (t=10 -> 20); r1 0 (t=0 -> 30)
     assert (first["labels"], first["labels_retained"], first["labels_churned"]) == (3, 3, 0)
@@ -63,9 +64,10 @@ def test_labels_are_learned_once_across_a_restart_and_the_heuristic_fires(
     assert len(risk["payload"]["top_features"]) == 3
     assert isinstance(risk["holdout"], bool)
 
-    # a new engine process: the model is restored and goes on counting
+    # a new engine run: the model is restored and goes on counting; with two
+    # worker threads every label still lands in the one model
     engine.send("clicks", click("clock", ts(200)))
-    engine.run()
+    engine.run(workers)
     second = model_report(engine)
     # h1: t=20 churned at day 110; r1: t=30 churned at day 120; after that each
     # has a fresh pending score from a 30-day review, not yet due by day 200
@@ -76,5 +78,5 @@ def test_labels_are_learned_once_across_a_restart_and_the_heuristic_fires(
     # replaying the same input learns nothing twice
     engine.send("orders", *(order("h1", f"h1-{d}", ts(d), "30.00") for d in (0, 10, 20)))
     engine.send("clicks", click("clock", ts(200)))
-    engine.run()
+    engine.run(workers)
     assert model_report(engine)["labels"] == 5
