@@ -67,10 +67,21 @@ def churn_step(
     )
     if not (new_order or periodic):
         return []
+    # the customer as of `now`: the mark's F/M/last order, the labels just
+    # judged, orders up to now (a catch-up batch already holds later ones)
     channels = state.get("chs") if isinstance(state.get("chs"), dict) else {}
+    as_of = {
+        **state,
+        "n": facts.frequency,
+        "m": facts.monetary_cents,
+        "lo": facts.last_order_ms,
+        "s": lab.segment,
+        "t": lab.tier,
+        **{f"c:{k}": v for k, v in channels.items() if v <= now},
+    }
     inputs = ChurnInputs.from_profile(
-        {**state, **{f"c:{k}": v for k, v in channels.items()}},
-        facts.orders,
+        as_of,
+        [o for o in facts.orders if o[0] <= now],
         abandoned_carts=lab.abandoned_carts,
     )
     x = features(inputs, now, today=local_day(now, w.rules.tz), window_days=rules.window_days)

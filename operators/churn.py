@@ -131,14 +131,17 @@ def interactions(
 ) -> tuple[int, int]:
     """(last window, window before) of views + carts, by day number relative to `today`.
 
-    The last window is days `today - window_days + 1 .. today`; a day ahead of
-    `today` (an event ahead of the watermark) counts as part of it. The window
-    before is the `window_days` days preceding it; older days are not counted.
+    The last window is days `today - window_days + 1 .. today`; a day after
+    `today` is not counted (in a catch-up batch the rings already hold events
+    from after the moment being scored). The window before is the
+    `window_days` days preceding it; older days are not counted.
     """
     last = prev = 0
     for ring in rings:
         for day, count in ring:
             age = today - int(day)
+            if age < 0:
+                continue
             if age < window_days:
                 last += int(count)
             elif age < 2 * window_days:

@@ -109,17 +109,17 @@ def test_gap_ratio_is_capped_and_same_instant_orders_do_not_divide_by_zero() -> 
 
 def test_interaction_windows_by_day_number() -> None:
     ring = [
-        [TODAY + 1, 1],  # ahead of the watermark: counts as recent
+        [TODAY + 1, 1],  # after the moment scored (a catch-up batch): not counted
         [TODAY, 2],
         [TODAY - 29, 4],  # last day of the last window
         [TODAY - 30, 8],  # first day of the window before
         [TODAY - 59, 16],
         [TODAY - 60, 32],  # outside both
     ]
-    assert interactions([ring], TODAY, 30) == (7, 24)
-    assert interactions([ring, [[TODAY, 100]]], TODAY, 30) == (107, 24)
+    assert interactions([ring], TODAY, 30) == (6, 24)
+    assert interactions([ring, [[TODAY, 100]]], TODAY, 30) == (106, 24)
     x = features(customer(views=ring, carts=[[TODAY - 31, 1]]), NOW)
-    assert (x["interactions_last_30"], x["interactions_prev_30"]) == (7.0, 25.0)
+    assert (x["interactions_last_30"], x["interactions_prev_30"]) == (6.0, 25.0)
 
 
 def test_today_can_be_a_local_day() -> None:
