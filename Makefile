@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint format clean
+.PHONY: demo test bench-churn lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,16 @@ demo: $(STAMP)
 ## The whole test suite against a real broker and redis-server (started by fixtures).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+## Churn model vs the seed heuristic: offline on simulated traffic and on CDNOW,
+## then CDNOW through the real engine (the CDNOW file ships in the `bench` extra).
+bench-churn: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.churn_eval --data sim
+	$(BIN)/python -m bench.churn_eval --data cdnow
+	mkdir -p .omnipulse
+	$(BIN)/python -m bench.churn_data .omnipulse/cdnow.jsonl
+	$(BIN)/python -m bench.churn_engine .omnipulse/cdnow.jsonl
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .

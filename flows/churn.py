@@ -21,7 +21,7 @@ import orjson
 from flows.worker import ChurnUpdate, Worker
 from operators.churn import ChurnInputs, features, heuristic, heuristic_score
 from operators.clock import DAY_MS
-from operators.customer import CustomerLabels, Facts
+from operators.customer import CustomerLabels, Facts, as_of
 from operators.policy import local_day
 from operators.triggers import Trigger
 
@@ -57,33 +57,34 @@ def churn_step(
             # learned in settle, once the pending vector is taken in Redis
             update.learn.append((pending["x"], y, pending.get("b")))
             lab.churn_pending = update.new = pending = None
-    if facts.frequency < 1 or facts.last_order_ms is None:
+    # `facts` are as of the review (operators.customer.as_of); a clamped
+    # judgement time may be later than the review, so cut again at `now`
+    facts = as_of(facts, now)
+    past = [o for o in facts.orders if o[0] <= now]
+    frequency, monetary, last_order = facts.frequency, facts.monetary_cents, facts.last_order_ms
+    if frequency < 1 or last_order is None:
         return []
-    new_order = lab.churn_scored_at is None or facts.last_order_ms > lab.churn_scored_at
+    new_order = lab.churn_scored_at is None or last_order > lab.churn_scored_at
     periodic = (
         lab.churn_scored_at is not None
         and now >= lab.churn_scored_at + REVIEW_EVERY_MS
-        and now - facts.last_order_ms <= ACTIVE_FOR_MS
+        and now - last_order <= ACTIVE_FOR_MS
     )
     if not (new_order or periodic):
         return []
     # the customer as of `now`: the mark's F/M/last order, the labels just
     # judged, orders up to now (a catch-up batch already holds later ones)
     channels = state.get("chs") if isinstance(state.get("chs"), dict) else {}
-    as_of = {
+    profile_now = {
         **state,
-        "n": facts.frequency,
-        "m": facts.monetary_cents,
-        "lo": facts.last_order_ms,
+        "n": frequency,
+        "m": monetary,
+        "lo": last_order,
         "s": lab.segment,
         "t": lab.tier,
         **{f"c:{k}": v for k, v in channels.items() if v <= now},
     }
-    inputs = ChurnInputs.from_profile(
-        as_of,
-        [o for o in facts.orders if o[0] <= now],
-        abandoned_carts=lab.abandoned_carts,
-    )
+    inputs = ChurnInputs.from_profile(profile_now, past, abandoned_carts=lab.abandoned_carts)
     x = features(inputs, now, today=local_day(now, w.rules.tz), window_days=rules.window_days)
     score = model.predict_one(x)
     lab.churn_score, lab.churn_scored_at = score, now
@@ -94,7 +95,7 @@ def churn_step(
     if score >= rules.threshold:
         out.append(_trigger(w, cid, "model", f"model|{now}", now, score, x, holdout))
     if heuristic(x, rules.interval_increase, rules.activity_drop):
-        cause = f"heuristic|{facts.last_order_ms}"  # once per gap since the last order
+        cause = f"heuristic|{last_order}"  # once per gap since the last order
         out.append(_trigger(w, cid, "interval_and_activity_drop", cause, now, score, x, holdout))
     return out
 

@@ -23,6 +23,7 @@ from operators.cart import decide_abandoned_cart, open_carts
 from operators.customer import (
     CustomerLabels,
     MonetaryRank,
+    as_of,
     decide,
     next_review_ms,
     percentile_rank,
@@ -172,11 +173,13 @@ def judge(
         cid = review.customer_id
         lab = out.labels.get(cid) or labels_from(review.final_state)
         out.labels[cid] = lab
-        facts = facts_from(review.state, review.orders)
         rank = _rank_excluding_self(review, below, equal, customers, total)
         # A customer's clock never runs backwards: a late event is judged at
         # the latest time the customer was already judged at, not before it.
         now = max(review.now, lab.judged_at or 0)
+        # ...on the facts as they stood then (a timer review in a catch-up batch
+        # sees a state that already holds the batch's later orders)
+        facts = as_of(facts_from(review.state, review.orders), now)
         lab.judged_at = now
         holdout = in_holdout(cid, rules.holdout_share)
         out.triggers.extend(

@@ -93,6 +93,30 @@ def latest_run(days: list[int]) -> tuple[int, int] | None:
     return first, last
 
 
+def as_of(facts: Facts, now: int) -> Facts:
+    """The facts as they stood at `now`: without the orders placed after it.
+
+    A timer review in a catch-up batch is judged on a state that already holds
+    the batch's later orders (those up to its last order); judging "sleeping
+    at day 90" with an order from day 120 in the facts would be wrong.
+    """
+    if facts.last_order_ms is None or facts.last_order_ms <= now:
+        return facts
+    later = [(ts, net) for ts, net in facts.orders if now < ts <= facts.last_order_ms]
+    past = tuple((ts, net) for ts, net in facts.orders if ts <= now)
+    frequency = max(0, facts.frequency - len(later))
+    first = facts.first_order_ms
+    return Facts(
+        frequency=frequency,
+        monetary_cents=facts.monetary_cents - sum(net for _, net in later),
+        first_activity_ms=facts.first_activity_ms,
+        first_order_ms=first if frequency and first is not None and first <= now else None,
+        last_order_ms=max((ts for ts, _ in past), default=None) if frequency else None,
+        orders=past,
+        premium_streak=facts.premium_streak,
+    )
+
+
 def recency_ms(facts: Facts, now: int) -> int | None:
     """R: since the last order, or since first activity for a customer without orders."""
     basis = facts.last_order_ms if facts.frequency >= 1 else facts.first_activity_ms

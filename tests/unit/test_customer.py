@@ -13,6 +13,7 @@ from operators.customer import (
     MonetaryRank,
     SegmentRules,
     TierRules,
+    as_of,
     decide,
     next_review_ms,
     percentile_rank,
@@ -451,3 +452,17 @@ def test_holdout_is_stable_and_bounded() -> None:
     small = {i for i in ids if in_holdout(i, 0.05)}
     large = {i for i in ids if in_holdout(i, 0.10)}
     assert small < large
+
+
+def test_facts_as_of_a_moment_leave_out_later_orders() -> None:
+    DAY = DAY_MS
+    facts = orders_facts((T0 - 20 * DAY, 1000), (T0 - 10 * DAY, 2000), (T0, 4000))
+    then = as_of(facts, T0 - 10 * DAY)
+    assert (then.frequency, then.monetary_cents) == (2, 3000)
+    assert then.last_order_ms == T0 - 10 * DAY and then.first_order_ms == T0 - 20 * DAY
+    assert then.orders == ((T0 - 20 * DAY, 1000), (T0 - 10 * DAY, 2000))
+    # judged before the first order: no orders at all yet
+    before = as_of(facts, T0 - 30 * DAY)
+    assert (before.frequency, before.first_order_ms, before.last_order_ms) == (0, None, None)
+    # nothing later than the moment: the same facts
+    assert as_of(facts, T0) is facts
