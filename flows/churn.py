@@ -19,7 +19,16 @@ from typing import Any
 import orjson
 
 from flows.worker import ChurnUpdate, Worker
-from operators.churn import ChurnInputs, features, heuristic, heuristic_score
+from operators.churn import (
+    RETAINED,
+    ChurnInputs,
+    Pending,
+    features,
+    heuristic,
+    heuristic_score,
+    label_at_watermark,
+    label_on_order,
+)
 from operators.clock import DAY_MS
 from operators.customer import CustomerLabels, Facts, as_of
 from operators.policy import local_day
@@ -46,13 +55,10 @@ def churn_step(
     if pending is not None:
         # judged at the review's event time, never with orders from after it,
         # so a catch-up run that already holds later orders labels as live did
-        t = int(pending["t"])
-        if any(t < ts <= min(now, t + rules.horizon_ms) for ts, _ in facts.orders):
-            y: int | None = 0
-        elif now > t + rules.horizon_ms:
-            y = 1
-        else:
-            y = None
+        p = Pending(cid, int(pending["t"]), pending["x"])
+        h = rules.horizon_ms
+        returned = any(label_on_order(p, ts, h) is not None for ts, _ in facts.orders if ts <= now)
+        y = RETAINED if returned else label_at_watermark(p, now, h)
         if y is not None:
             # learned in settle, once the pending vector is taken in Redis
             update.learn.append((pending["x"], y, pending.get("b")))
