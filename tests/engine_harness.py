@@ -3,6 +3,9 @@ caught-up, read triggers and the DLQ back."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -74,6 +77,27 @@ class Engine:
 
     def dlq(self) -> list[dict[str, Any]]:
         return self.triggers("omnipulse.dlq")
+
+    def cli_env(self, **extra: str) -> dict[str, str]:
+        """The environment that points `omnipulse` at this test's services and names."""
+        return dict(
+            os.environ,
+            KAFKA_BOOTSTRAP_SERVERS=self.ep.bootstrap,
+            REDIS_URL=self.ep.redis_url,
+            OMNIPULSE_TOPIC_PREFIX=self.settings.kafka.topic_prefix,
+            OMNIPULSE_KEY_PREFIX=self.settings.redis.key_prefix,
+            **extra,
+        )
+
+    def cli(self, *words: str, **extra_env: str) -> bytes:
+        """Run `omnipulse WORDS` as a user would; its standard output."""
+        out = subprocess.run(
+            [sys.executable, "-m", "omnipulse.cli", *words],
+            env=self.cli_env(**extra_env),
+            capture_output=True,
+        )
+        assert out.returncode == 0, out.stderr.decode()
+        return out.stdout
 
     def stats(self) -> dict[str, int]:
         """The engine's counters (the `<prefix>:stats` hash)."""

@@ -3,9 +3,6 @@ the seed heuristic's churn_risk trigger with its figures; `omnipulse model`."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from typing import Any
 
 import orjson
@@ -21,19 +18,7 @@ def engine(broker, redis_server, topic_prefix, key_prefix, redis_client) -> Engi
 
 
 def model_report(engine: Engine) -> dict[str, Any]:
-    env = dict(
-        os.environ,
-        KAFKA_BOOTSTRAP_SERVERS=engine.ep.bootstrap,
-        REDIS_URL=engine.ep.redis_url,
-        OMNIPULSE_KEY_PREFIX=engine.settings.redis.key_prefix,
-    )
-    out = subprocess.run(
-        [sys.executable, "-m", "omnipulse.cli", "model", "--json"],
-        env=env,
-        capture_output=True,
-        check=True,
-    )
-    return orjson.loads(out.stdout)
+    return orjson.loads(engine.cli("model", "--json"))
 
 
 @pytest.mark.parametrize("workers", [1, 2])

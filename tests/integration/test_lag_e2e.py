@@ -4,10 +4,6 @@ them back (tests produce one record per batch: see the spec's broker notes)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -53,22 +49,9 @@ def test_committed_offsets_follow_processing_and_lag_counts_queued_records(
     # `omnipulse lag` with the test's group (given by a config file, as in production)
     cfg = tmp_path / "omnipulse.toml"
     cfg.write_text(f'[kafka]\nconsumer_group = "{k.consumer_group}"\n')
-    env = dict(
-        os.environ,
-        KAFKA_BOOTSTRAP_SERVERS=engine.ep.bootstrap,
-        REDIS_URL=engine.ep.redis_url,
-        OMNIPULSE_TOPIC_PREFIX=k.topic_prefix,
-        OMNIPULSE_CONFIG=str(cfg),
-    )
 
     def lag() -> list[dict]:
-        out = subprocess.run(
-            [sys.executable, "-m", "omnipulse.cli", "lag", "--json"],
-            env=env,
-            capture_output=True,
-        )
-        assert out.returncode == 0, out.stderr.decode()
-        return orjson.loads(out.stdout)
+        return orjson.loads(engine.cli("lag", "--json", OMNIPULSE_CONFIG=str(cfg)))
 
     assert sum(r["lag"] for r in lag()) == 0
     # queued while the engine is not running: lag is exactly what waits

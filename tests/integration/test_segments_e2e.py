@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import orjson
 import pytest
 from engine_harness import T0, Engine, click, make_settings, order, ts
@@ -207,19 +203,7 @@ def test_anonymous_history_is_stitched_to_the_customer(engine: Engine) -> None:
 def test_profile_command_prints_json(engine: Engine) -> None:
     engine.send("orders", order("cli1", "o1", ts(0), "88.80"))
     engine.run()
-    env = dict(
-        os.environ,
-        KAFKA_BOOTSTRAP_SERVERS=engine.ep.bootstrap,
-        REDIS_URL=engine.ep.redis_url,
-        OMNIPULSE_KEY_PREFIX=engine.settings.redis.key_prefix,
-    )
-    out = subprocess.run(
-        [sys.executable, "-m", "omnipulse.cli", "profile", "cli1"],
-        env=env,
-        capture_output=True,
-        check=True,
-    )
-    prof = orjson.loads(out.stdout)
+    prof = orjson.loads(engine.cli("profile", "cli1"))
     assert (
         prof["customer_id"] == "cli1" and prof["monetary"] == "88.80" and prof["segment"] == "new"
     )

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -53,20 +52,10 @@ def ids(engine: Engine) -> list[tuple[str, str]]:
     return sorted((t["kind"], t["trigger_id"]) for t in triggers(engine))
 
 
-def env_for(engine: Engine) -> dict[str, str]:
-    return dict(
-        os.environ,
-        KAFKA_BOOTSTRAP_SERVERS=engine.ep.bootstrap,
-        REDIS_URL=engine.ep.redis_url,
-        OMNIPULSE_TOPIC_PREFIX=engine.settings.kafka.topic_prefix,
-        OMNIPULSE_KEY_PREFIX=engine.settings.redis.key_prefix,
-    )
-
-
 def start_live(engine: Engine) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "omnipulse.cli", "run"],
-        env=env_for(engine),
+        env=engine.cli_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -105,12 +94,7 @@ def test_live_replay_and_killed_runs_emit_the_same_triggers(make_engine, tmp_pat
     replayed = make_engine("replay")
     file = tmp_path / "history.jsonl"
     file.write_bytes(b"\n".join(orjson.dumps({"topic": t, **ev}) for t, ev in EVENTS) + b"\n")
-    subprocess.run(
-        [sys.executable, "-m", "omnipulse.cli", "replay", str(file)],
-        env=env_for(replayed),
-        check=True,
-        capture_output=True,
-    )
+    replayed.cli("replay", str(file))
     replayed.run()
     expected = ids(replayed)
     kinds = {k for k, _ in expected}
