@@ -20,6 +20,7 @@ from operators.clock import Watermark
 from operators.customer import CustomerLabels, Facts, latest_run
 from state.errors import call, execute
 from state.keys import Keys
+from state.replies import as_list
 
 ANON_TTL_S = 30 * 86_400
 
@@ -54,7 +55,7 @@ def facts_from(state: dict[str, Any], orders: tuple[tuple[int, int], ...]) -> Fa
         first_order_ms=_int(state.get("fo")),
         last_order_ms=_int(state.get("lo")),
         orders=orders,
-        premium_streak=latest_run(_list(state.get("pd"))),
+        premium_streak=latest_run(as_list(state.get("pd"))),
     )
 
 
@@ -92,11 +93,6 @@ def _label_fields(lab: CustomerLabels) -> dict[str, Any]:
 
 def _int(v: Any) -> int | None:
     return None if v is None else int(v)
-
-
-def _list(v: Any) -> list[Any]:
-    # cjson encodes an empty Lua table as {}: read that as an empty list.
-    return v if isinstance(v, list) else []
 
 
 class CustomerStore:
@@ -208,9 +204,9 @@ class CustomerStore:
                     old_n=int(r.get("old", {}).get("n", 0)),
                     old_m=int(r.get("old", {}).get("m", 0)),
                     final=final,
-                    marks=_list(r.get("marks")),
-                    orders=tuple((int(ts), int(net)) for ts, net in _list(r.get("orders"))),
-                    conversions=[(k, bool(h)) for k, h in _list(r.get("conversions"))],
+                    marks=as_list(r.get("marks")),
+                    orders=tuple((int(ts), int(net)) for ts, net in as_list(r.get("orders"))),
+                    conversions=[(k, bool(h)) for k, h in as_list(r.get("conversions"))],
                 )
             )
         return results, int(replies[-1])
@@ -332,7 +328,7 @@ class CustomerStore:
         for cid, raw in zip(customer_ids, execute(pipe, "read customers"), strict=True):
             if raw:
                 r = orjson.loads(raw)
-                out[cid] = (r["final"], tuple((int(t), int(n)) for t, n in _list(r["orders"])))
+                out[cid] = (r["final"], tuple((int(t), int(n)) for t, n in as_list(r["orders"])))
         return out
 
     def clock_max(self) -> int:

@@ -49,6 +49,7 @@ import redis
 
 from state.errors import StateError, execute
 from state.keys import Keys
+from state.replies import as_list, text
 
 # Lua numbers are doubles and cjson writes them with 14 significant digits: quantities,
 # days and prices stay well inside that, so they come back exact.
@@ -134,8 +135,8 @@ class InventoryStore:
         except (orjson.JSONDecodeError, TypeError) as ex:
             raise StateError(f"redis: unreadable inventory reply: {reply!r:.200}") from ex
         # cjson writes an empty Lua table as {}: read that as an empty list.
-        results = [_result(x) for x in _list(r.get("results"))]
-        return InventoryResult(results, [_reorder(x) for x in _list(r.get("reorders"))])
+        results = [_result(x) for x in as_list(r.get("results"))]
+        return InventoryResult(results, [_reorder(x) for x in as_list(r.get("reorders"))])
 
     def apply(self, ops: list[dict[str, Any]]) -> InventoryResult:
         """Run `ops` in one round trip of its own."""
@@ -153,7 +154,7 @@ class InventoryStore:
             pipe.hgetall(self.keys.inv_stock(sku))
         replies = execute(pipe, "read stock")
         return {
-            sku: {_s(loc): int(v) for loc, v in raw.items()}
+            sku: {text(loc): int(v) for loc, v in raw.items()}
             for sku, raw in zip(skus, replies, strict=True)
         }
 
@@ -161,18 +162,10 @@ class InventoryStore:
 # -- reply decoding ---------------------------------------------------------------------
 
 
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else v
-
-
-def _list(v: Any) -> list[Any]:
-    return v if isinstance(v, list) else []
-
-
 def _result(x: Any) -> Any:
     if isinstance(x, dict):
         if "lines" in x:
-            x["lines"] = _list(x["lines"])
+            x["lines"] = as_list(x["lines"])
         if isinstance(x.get("released"), dict):
             x["released"] = []
     return x

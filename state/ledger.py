@@ -18,6 +18,7 @@ import orjson
 import redis
 
 from state.keys import Keys
+from state.replies import as_list
 
 CAP_TTL_S = 2 * 86_400  # a day's count is needed until that day has surely passed
 
@@ -98,9 +99,9 @@ class TriggerLedger:
     def settlement(reply: bytes) -> CustomerSettlement:
         r = orjson.loads(reply)
         return CustomerSettlement(
-            outcomes=_list(r.get("out")),
-            conversions=[(k, bool(h)) for k, h in _list(r.get("conv"))],
-            released=[orjson.loads(rec) for rec in _list(r.get("released"))],
+            outcomes=as_list(r.get("out")),
+            conversions=[(k, bool(h)) for k, h in as_list(r.get("conv"))],
+            released=[orjson.loads(rec) for rec in as_list(r.get("released"))],
         )
 
     def queue_other(self, pipe: Any, trigger_id: str) -> int:
@@ -108,8 +109,3 @@ class TriggerLedger:
         index = len(pipe)
         pipe.set(self.keys.claim(trigger_id), 1, nx=True, ex=self.claim_ttl_s)
         return index
-
-
-def _list(v: Any) -> list[Any]:
-    # cjson encodes an empty Lua table as {}: read that as an empty list.
-    return v if isinstance(v, list) else []

@@ -21,15 +21,12 @@ import redis
 
 from state.errors import call, execute
 from state.keys import Keys
+from state.replies import text
 
 KINDS = ("store", "warehouse")
 # What a Redis geo index accepts (EPSG:3857 limits): a location nearer a pole is kept
 # in the table but left out of the index.
 _GEO_MAX_LAT = 85.05112878
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else v
 
 
 def _normal(rec: dict[str, Any]) -> dict[str, Any]:
@@ -81,7 +78,7 @@ class LocationStore:
 
     def all(self) -> dict[str, dict[str, Any]]:
         raw = call(lambda: self.client.hgetall(self.keys.locations))
-        return {_s(lid): orjson.loads(v) for lid, v in raw.items()}
+        return {text(lid): orjson.loads(v) for lid, v in raw.items()}
 
     def version(self) -> int:
         return int(call(lambda: self.client.get(self.keys.locations_version)) or 0)
@@ -101,7 +98,7 @@ class LocationStore:
                 withdist=True,
             )
         )
-        out = [(_s(lid), float(dist)) for lid, dist in hits]
+        out = [(text(lid), float(dist)) for lid, dist in hits]
         if kind is None or not out:
             return out
         raw = call(lambda: self.client.hmget(self.keys.locations, [lid for lid, _ in out]))
