@@ -851,6 +851,16 @@ class PolicySettings(_Section):
         return None if self.quiet_hours is None else _parse_quiet_hours(self.quiet_hours)
 
 
+@dataclass(frozen=True, slots=True, repr=False)
+class SalesSettings(_Section):
+    """Per-channel hourly sales figures (`omnipulse report`)."""
+
+    SECTION: ClassVar[str] = "sales"
+
+    retention: timedelta = _opt(timedelta(days=35), _pos_duration)
+    session_memory: timedelta = _opt(timedelta(hours=6), _pos_duration)
+
+
 _SECTIONS: dict[str, type[_Section]] = {
     cls.SECTION: cls
     for cls in (
@@ -866,6 +876,7 @@ _SECTIONS: dict[str, type[_Section]] = {
         ChurnSettings,
         PriceSettings,
         PolicySettings,
+        SalesSettings,
     )
 }
 
@@ -886,6 +897,7 @@ class Settings:
     churn: ChurnSettings = field(default_factory=ChurnSettings)
     price: PriceSettings = field(default_factory=PriceSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
+    sales: SalesSettings = field(default_factory=SalesSettings)
     #: The file these settings were read from (None: built-in defaults only).
     source: Path | None = field(default=None, compare=False, repr=False)
 

@@ -14,6 +14,12 @@ layout works on Redis Cluster: a customer's Lua call touches one slot only.
     <p>:clock               hash   max_event_ms: the durable watermark basis
     <p>:stats               hash   counters: events, rejects, duplicates, triggers
     <p>:offsets             hash   "topic/partition" -> next offset to read
+    <p>:{sales:<hour>}      hash   "<channel>|<o|x|r|g|f|s>" -> sales of one hour (TTL)
+    <p>:{sales:<hour>}:s:<ch> set  distinct session ids of a channel in that hour (TTL)
+
+An hour is named by the epoch ms at which it began (in `engine.timezone`);
+its hash and session sets share a hash tag, so one Lua call adds a batch's
+figures to an hour on Redis Cluster too.
 
 Inventory and locations share one hash tag, {inv}, so a single Lua call can
 touch several SKUs atomically (one slot, also on Redis Cluster):
@@ -88,6 +94,12 @@ class Keys:
     @property
     def offsets(self) -> str:
         return f"{self.prefix}:offsets"
+
+    def sales(self, hour_start_ms: int) -> str:
+        return f"{self.prefix}:{{sales:{hour_start_ms}}}"
+
+    def sales_sessions(self, hour_start_ms: int, channel: str) -> str:
+        return f"{self.sales(hour_start_ms)}:s:{channel}"
 
     # -- inventory and locations: one hash tag, {inv} --------------------------------
 
