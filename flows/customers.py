@@ -18,6 +18,7 @@ import orjson
 
 from connectors.events import Event
 from flows.churn import churn_step, next_churn_ms
+from flows.sales import record_sales
 from flows.worker import Worker
 from operators.cart import decide_abandoned_cart, open_carts
 from operators.customer import (
@@ -66,6 +67,7 @@ def compact(e: Event, w: Worker) -> dict[str, Any] | None:
             k="v",
             cat=d.get("category"),
             pr=1 if d.get("premium") else 0,
+            sid=d.get("session_id"),
             st=d.get("store_id"),
             lat=d.get("lat"),
             lon=d.get("lon"),
@@ -76,6 +78,7 @@ def compact(e: Event, w: Worker) -> dict[str, Any] | None:
             sku=d.get("sku"),
             q=d.get("qty"),
             p=d.get("unit_price"),
+            sid=d.get("session_id"),
             lat=d.get("lat"),
             lon=d.get("lon"),
         )
@@ -128,6 +131,7 @@ def apply_customers(w: Worker, events: list[Event], wall: int) -> list[Applied]:
         more, _ = store.apply(dict(redirected), w.clock.now, w.clock.max_event_ms)
         results.extend(more)
     store.update_monetary(results)
+    record_sales(w, results)
     for r in results:
         for kind, holdout in r.conversions:
             w.counters[f"uplift:{kind}:{_group(holdout)}:converted"] += 1

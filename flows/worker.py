@@ -24,6 +24,7 @@ from state.keys import Keys
 from state.ledger import TriggerLedger
 from state.locations import LocationStore
 from state.model import ModelStore, SharedChurnModel
+from state.sales import SalesStore
 
 # Live mode: how long a caught-up partition still holds the event-time clock
 # (see operators.clock.Watermark.idle_grace_ms).
@@ -66,6 +67,7 @@ class Worker:
     model: SharedChurnModel | None = None  # the process's one churn model
     # customer -> (pending vector as read, as decided, labels to learn once taken)
     churn_updates: dict[str, ChurnUpdate] = field(default_factory=dict)
+    sales: SalesStore | None = None  # per-channel hourly sales
 
     @classmethod
     def connect(
@@ -111,6 +113,7 @@ class Worker:
             s, live, client, store, inventory, LocationStore(client, keys), ledger, rules, clock
         )
         w.timers_since = store.timers_since(clock.now)
+        w.sales = SalesStore.for_settings(client, s)
         w.model_store = ModelStore(client, s.redis.key_prefix)
         w.model = model if model is not None else SharedChurnModel(w.model_store.load())
         if bootstrap:

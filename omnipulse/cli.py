@@ -118,6 +118,24 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from omnipulse.report import as_json, as_table, read_report
+    from omnipulse.runner import endpoints
+
+    settings = _settings(args)
+    with endpoints(settings, start_embedded=False) as ep:
+        rep = read_report(
+            settings,
+            ep.redis_url,
+            hours=args.hours,
+            since=args.since,
+            until=args.until,
+            channels=args.channel,
+        )
+    print(orjson.dumps(as_json(rep)).decode() if args.json else as_table(rep))
+    return 0
+
+
 def produce_records(
     settings: Settings,
     bootstrap: str,
@@ -282,6 +300,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lag", help="consumer lag of the engine's group per input partition")
     p.add_argument("--json", action="store_true", help="one JSON list instead of a table")
     p.set_defaults(fn=cmd_lag)
+
+    p = sub.add_parser("report", help="orders, revenue, AOV and conversion per channel per hour")
+    p.add_argument("--hours", type=int, default=24, help="the last N hours (default 24)")
+    p.add_argument("--since", help="first hour (RFC 3339, or local 2026-11-22T10)")
+    p.add_argument("--until", help="last hour (default: the newest event's)")
+    p.add_argument("--channel", action="append", help="only this channel (repeatable)")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("model", help="the churn model: description and progressive metrics")
     p.add_argument("--json", action="store_true", help="one JSON object instead of text")

@@ -98,6 +98,22 @@ def order_outcomes(
     return out
 
 
+SESSION_KINDS = frozenset({"v", "ca", "cr", "cs"})  # clicks and cart events (compact names)
+
+
+def applied_sessions(
+    sent: Sequence[dict[str, Any]], dups: Iterable[int]
+) -> list[tuple[str, int, str]]:
+    """(channel, event ms, session id) of the applied clicks and cart events of one
+    customer's Lua call; `dups` are the 1-based indices it reported as duplicates."""
+    skipped = set(dups)
+    return [
+        (ev["ch"], int(ev["ts"]), ev["sid"])
+        for i, ev in enumerate(sent, start=1)
+        if i not in skipped and ev.get("k") in SESSION_KINDS and ev.get("ch") and ev.get("sid")
+    ]
+
+
 @dataclass(slots=True)
 class Tally:
     """What one batch adds to one (channel, hour) bucket; money in cents."""
@@ -126,8 +142,8 @@ def tally(
 ) -> dict[tuple[str, int], Tally]:
     """Bucket increments of a batch: (channel, hour start) -> Tally.
 
-    `sessions` are (channel, event ms, session id) of the batch's clicks and
-    carts; a bucket keeps the distinct ids, so a redelivered event adds none.
+    `sessions` are (channel, event ms, session id) of the batch's applied clicks
+    and carts; a bucket keeps the distinct ids.
     """
     out: dict[tuple[str, int], Tally] = defaultdict(Tally)
     for o in orders:

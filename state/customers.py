@@ -45,6 +45,8 @@ class Applied:
     marks: list[dict[str, Any]] = field(default_factory=list)
     orders: tuple[tuple[int, int], ...] = ()
     conversions: list[tuple[str, bool]] = field(default_factory=list)  # (kind, holdout)
+    sent: list[dict[str, Any]] = field(default_factory=list)  # compact events; a mark's i - 1
+    dups: list[int] = field(default_factory=list)  # 1-based indices in `sent` not applied
 
 
 def facts_from(state: dict[str, Any], orders: tuple[tuple[int, int], ...]) -> Facts:
@@ -207,6 +209,8 @@ class CustomerStore:
                     marks=as_list(r.get("marks")),
                     orders=tuple((int(ts), int(net)) for ts, net in as_list(r.get("orders"))),
                     conversions=[(k, bool(h)) for k, h in as_list(r.get("conversions"))],
+                    sent=[ev for _, ev in batches[(subject, anonymous)]],
+                    dups=[int(i) for i in as_list(r.get("dups"))],
                 )
             )
         return results, int(replies[-1])

@@ -14,8 +14,8 @@
 --
 -- Every update is order-insensitive where it can be (min/max/sums), so two
 -- workers or a late event converge on the same state. Returns a JSON object:
--- {applied, dup, redirect?, old={n,m}, final={...}, marks=[...], orders=[[ts,net]...],
---  conversions=[[kind, holdout]...]}
+-- {applied, dup, dups=[index of each duplicate event], redirect?, old={n,m}, final={...},
+--  marks=[...], orders=[[ts,net]...], conversions=[[kind, holdout]...]}
 
 local P, O = KEYS[1], KEYS[2]
 local dedup_ttl = tonumber(ARGV[1])
@@ -188,12 +188,13 @@ local function convert(ts)
   end
 end
 
-local applied, dup, marks = 0, 0, {}
+local applied, dup, marks, dups = 0, 0, {}, {}
 local newest_day = nil
 for i, e in ipairs(events) do
   local fresh = redis.call('SET', KEYS[2 + i], '1', 'NX', 'EX', dedup_ttl)
   if not fresh then
     dup = dup + 1
+    table.insert(dups, i)
   else
     applied = applied + 1
     local k, ts, day = e.k, e.ts, e.d
@@ -333,7 +334,7 @@ for i = 1, #all, 2 do
 end
 
 return cjson.encode({
-  applied = applied, dup = dup, created = (not was_known) and fa ~= nil,
+  applied = applied, dup = dup, dups = dups, created = (not was_known) and fa ~= nil,
   old = {n = old_n, m = old_m},
   final = {n = n, m = m, fa = fa, la = la, fo = fo, lo = lo, pd = pd,
            s = p.s or nil, t = p.t or nil, iv = num(p.iv), ev = num(p.ev),

@@ -11,6 +11,7 @@ from operators.clock import HOUR_MS, datetime_to_ms
 from operators.sales import (
     ChannelHour,
     OrderOutcome,
+    applied_sessions,
     hour_start,
     hours_back,
     hours_between,
@@ -152,3 +153,15 @@ def test_totals_by_channel_add_up_every_figure():
     )
     assert app.hour_start_ms is None and app.gross_cents == 999
     assert money(-1234) == "-12.34" and money(5) == "0.05"
+
+
+def test_sessions_come_only_from_applied_clicks_and_carts():
+    sent = [
+        {"k": "st", "ts": 0},
+        {"k": "v", "ts": 1, "ch": "app", "sid": "s1"},
+        {"k": "v", "ts": 2, "ch": "app", "sid": "s-dup"},  # reported as a duplicate
+        {"k": "ca", "ts": 3, "ch": "web", "sid": "s2"},
+        {"k": "cs", "ts": 4, "ch": "web"},  # a cart event without a session
+        {"k": "op", "ts": 5, "ch": "web", "sid": "s3", "tot": 1},
+    ]
+    assert applied_sessions(sent, [3]) == [("app", 1, "s1"), ("web", 3, "s2")]
