@@ -18,7 +18,8 @@ from engine_harness import Engine, cart, click, make_settings, order, ts
 from connectors.kafka_io import PartitionMark, Record
 from flows.steps import EngineStep
 from omnipulse.profile import read_profile
-from omnipulse.report import as_json, read_report
+from omnipulse.report import as_json, read_report, row_json
+from state.sales import recent_sales
 
 pytestmark = pytest.mark.integration
 
@@ -162,6 +163,10 @@ def test_report_matches_totals_computed_from_the_input(engine: Engine, tmp_path,
     # the default window: the last N hours up to the newest event's hour
     recent = orjson.loads(engine.cli("report", "--json", "--hours", "2", **env))
     assert {r["hour"] for r in recent["hours"]} == {local_hour(ts(0, minutes=35)), local_hour(last)}
+    # what a metrics collector reads: the same rows
+    starts, rows = recent_sales(redis_client, engine.settings, hours=2)
+    assert len(starts) == 2
+    assert [row_json(r, IST) for r in rows] == recent["hours"]
     only_app = orjson.loads(engine.cli("report", "--json", "--channel", "app", **env))
     assert {r["channel"] for r in only_app["hours"]} == {"app"}
 
