@@ -124,6 +124,8 @@ class CustomerStore:
         self._clock = client.register_script(_load("advance_clock.lua"))
         self._reschedule = client.register_script(_load("reschedule.lua"))
         self._swap = client.register_script(_load("swap_field.lua"))
+        self._monetary_update = client.register_script(_load("monetary_update.lua"))
+        self._monetary_ranks = client.register_script(_load("monetary_ranks.lua"))
 
     @classmethod
     def for_settings(cls, client: redis.Redis, settings: Settings) -> CustomerStore:
@@ -217,35 +219,33 @@ class CustomerStore:
 
     def update_monetary(self, results: Sequence[Applied]) -> None:
         """Keep the live M distribution (customers with F >= 1) and its mean."""
-        pipe = self.client.pipeline(transaction=False)
+        args: list[str | int] = []
+        delta_sum = delta_count = created = 0
         for a in results:
             if a.anonymous or not a.applied:
                 continue
             new_n, new_m = int(a.final.get("n", 0)), int(a.final.get("m", 0))
             was, now_in = a.old_n >= 1, new_n >= 1
-            if now_in:
-                pipe.zadd(self.keys.monetary, {a.subject: new_m})
-            elif was:
-                pipe.zrem(self.keys.monetary, a.subject)
-            delta_sum = (new_m if now_in else 0) - (a.old_m if was else 0)
-            if delta_sum:
-                pipe.hincrby(self.keys.agg, "sum", delta_sum)
-            if now_in != was:
-                pipe.hincrby(self.keys.agg, "count", 1 if now_in else -1)
-            if a.created:
-                pipe.hincrby(self.keys.agg, "customers", 1)
-        if len(pipe):
-            execute(pipe, "update monetary distribution")
+            if now_in or was:
+                args += [a.subject, int(now_in), new_m]
+            delta_sum += (new_m if now_in else 0) - (a.old_m if was else 0)
+            delta_count += int(now_in) - int(was)
+            created += int(a.created)
+        if args or delta_sum or delta_count or created:
+            call(
+                lambda: self._monetary_update(
+                    keys=[self.keys.monetary, self.keys.agg],
+                    args=[*args, delta_sum, delta_count, created],
+                ),
+                "update monetary distribution",
+            )
 
     def monetary_positions(self, values: Sequence[int]) -> tuple[list[tuple[int, int]], int, int]:
         """For each value: (customers below, customers equal); plus count and sum."""
-        pipe = self.client.pipeline(transaction=False)
-        for v in values:
-            pipe.zcount(self.keys.monetary, "-inf", f"({v}")
-            pipe.zcount(self.keys.monetary, v, v)
-        pipe.zcard(self.keys.monetary)
-        pipe.hget(self.keys.agg, "sum")
-        r = execute(pipe, "read monetary ranks")
+        r = call(
+            lambda: self._monetary_ranks(keys=[self.keys.monetary, self.keys.agg], args=values),
+            "read monetary ranks",
+        )
         pairs = [(int(r[2 * i]), int(r[2 * i + 1])) for i in range(len(values))]
         return pairs, int(r[-2]), int(r[-1] or 0)
 

@@ -8,8 +8,8 @@ layout works on Redis Cluster: a customer's Lua call touches one slot only.
     <p>:{c:<id>}:cap:<day>  string marketing triggers on that calendar day (TTL)
     <p>:{t:<trig>}          string emitted-once marker of a SKU/order trigger (TTL)
     <p>:{a:<id>}            hash   anonymous visitor's history (TTL), or "to" once stitched
-    <p>:rfm:m               zset   customer -> monetary cents, customers with F >= 1
-    <p>:rfm:agg             hash   sum (cents), count, customers
+    <p>:{rfm}:m             zset   customer -> monetary cents, customers with F >= 1
+    <p>:{rfm}:agg           hash   sum (cents), count, customers (one slot: one Lua call)
     <p>:timers:{<shard>}    zset   customer -> event time of the next time-driven review
     <p>:clock               hash   max_event_ms: the durable watermark basis
     <p>:stats               hash   counters: events, rejects, duplicates, triggers
@@ -77,11 +77,11 @@ class Keys:
 
     @property
     def monetary(self) -> str:
-        return f"{self.prefix}:rfm:m"
+        return f"{self.prefix}:{{rfm}}:m"
 
     @property
     def agg(self) -> str:
-        return f"{self.prefix}:rfm:agg"
+        return f"{self.prefix}:{{rfm}}:agg"
 
     @property
     def clock(self) -> str:
