@@ -305,6 +305,10 @@ def redis_server_binary() -> str:
     )
 
 
+#: Largest hash field value kept in Redis' compact hash encoding (default 64).
+HASH_MAX_LISTPACK_VALUE = 1024
+
+
 class EmbeddedRedis(_EmbeddedService):
     """A local redis-server on 127.0.0.1.
 
@@ -335,6 +339,9 @@ class EmbeddedRedis(_EmbeddedService):
             "--save", "",  # no RDB snapshots: AOF (if any) is the durability
             "--appendonly", "yes" if self.persistent else "no",
             "--dir", str(run_dir),
+            # A profile hash holds a few JSON fields of a few hundred bytes; kept
+            # as one compact listpack it takes about half the memory (BENCHMARKS.md).
+            "--hash-max-ziplist-value", str(HASH_MAX_LISTPACK_VALUE),
         ]  # fmt: skip
 
     def _probe(self, port: int, remaining: float) -> bool:
