@@ -40,6 +40,9 @@ SHUTDOWN = threading.Event()
 # How long an idle partition waits before it is polled again (librdkafka keeps
 # fetching in the background, so this bounds the added latency, not throughput).
 IDLE_POLL = timedelta(milliseconds=10)
+# Live mode: an idle partition sends a Tick this often, so that timers still
+# fire on time when no event moves the watermark.
+TICK_MS = 200
 
 
 @dataclass(slots=True)
@@ -167,7 +170,7 @@ class KafkaInput(FixedPartitionedSource[Record | Tick | PartitionMark, int]):
         resume_offsets: Callable[[], dict[str, int]],
         batch_size: int = 1000,
         until_caught_up: bool = False,
-        tick_ms: int = 1000,
+        tick_ms: int = TICK_MS,
     ) -> None:
         self._config = config
         self._topics = topics  # full name -> logical name

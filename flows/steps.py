@@ -26,7 +26,10 @@ from omnipulse.settings import DLQ_TOPIC, Settings
 from operators.clock import ms_to_rfc3339
 from state.model import SharedChurnModel
 
-IDLE_ADVANCE_MS = 1000
+# Live mode: input quiet this long lets the wall clock move event time on. With
+# the input's idle ticks (connectors.kafka_io TICK_MS) it bounds how late a
+# timer fires when no traffic moves the watermark (SPEC §8: <= 1 s).
+IDLE_ADVANCE_MS = 200
 SWEEP_LIMIT = 2000
 DLQ_RAW_LIMIT = 65_536
 SUBJECT_KEYS = ("customer_id", "order_id", "sku", "location_id")
