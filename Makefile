@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench-churn lint format clean
+.PHONY: demo test bench bench-churn lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,12 @@ demo: $(STAMP)
 ## The whole test suite against a real broker and redis-server (started by fixtures).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+## SPEC §8 in one run: catch-up throughput (1 and 2 workers) against the raw
+## consume+parse limit, latency at half of peak, Redis memory per customer.
+## Appends the table to BENCHMARKS.md (BENCH_ARGS=--no-append to only print).
+bench: $(STAMP)
+	$(BIN)/python -m bench.engine_bench $(BENCH_ARGS)
 
 ## Churn model vs the seed heuristic: offline on simulated traffic and on CDNOW,
 ## then CDNOW through the real engine (the CDNOW file ships in the `bench` extra).
