@@ -343,6 +343,7 @@ def fill(redis_url: str, first: int, stop: int) -> None:
 
 KEY_KINDS = (  # (kind, a substring of its key names), first match wins
     ("orders", "}:o"),
+    ("dedup", "}:d"),
     ("dedup", "}:e:"),
     ("claims", "}:t:"),
     ("daily cap", "}:cap:"),

@@ -3,7 +3,7 @@ layout works on Redis Cluster: a customer's Lua call touches one slot only.
 
     <p>:{c:<id>}            hash   profile (RFM facts, rings, cart, labels)
     <p>:{c:<id>}:o          hash   order_id -> "ts|net_cents|state" (pruned past retention)
-    <p>:{c:<id>}:e:<event>  string dedup marker of an applied event (TTL)
+    <p>:{c:<id>}:d          string digests of the applied events of the dedup window (TTL)
     <p>:{c:<id>}:t:<trig>   string emitted-once marker of a customer's trigger (TTL)
     <p>:{c:<id>}:cap:<day>  string marketing triggers on that calendar day (TTL)
     <p>:{t:<trig>}          string emitted-once marker of a SKU/order trigger (TTL)
@@ -55,8 +55,8 @@ class Keys:
     def orders(self, profile_key: str) -> str:
         return f"{profile_key}:o"
 
-    def dedup(self, profile_key: str, event_id: str) -> str:
-        return f"{profile_key}:e:{event_id}"
+    def dedup(self, profile_key: str) -> str:
+        return f"{profile_key}:d"
 
     def trigger(self, profile_key: str, trigger_id: str) -> str:
         return f"{profile_key}:t:{trigger_id}"

@@ -2,8 +2,8 @@
 --
 -- KEYS[1]   profile hash       <prefix>:{c:<id>}   (or {a:<id>} for an anonymous visitor)
 -- KEYS[2]   orders hash        <prefix>:{c:<id>}:o  order_id -> "ts|net_cents|state"
--- KEYS[3..] one dedup key per event, same order as the events (SET NX EX)
--- ARGV[1]   dedup TTL, seconds
+-- KEYS[3]   dedup record       <prefix>:{c:<id>}:d  the applied events' digests (see below)
+-- ARGV[1]   dedup window, seconds: of event time for the digests, of wall time for the key
 -- ARGV[2]   rolling window for view/cart day counts, days
 -- ARGV[3]   order retention, ms (older order records are pruned)
 -- ARGV[4]   event-time now (watermark), ms
@@ -11,6 +11,12 @@
 -- ARGV[6]   events, a JSON array of compact events (see state/customers.py)
 -- ARGV[7]   uplift window, ms: an order this soon after a trigger converts it
 -- ARGV[8]   abandoned_after, ms: a cart's deadline after its last activity
+-- ARGV[9]   the events' digests, DIGEST bytes each, same order as the events
+--
+-- The dedup record is one string of fixed-size entries: an event's digest
+-- (a 48-bit hash of its event_id) and its event time in minutes (4 bytes, big
+-- endian). It keeps the events of the last dedup window of event time, at most
+-- MAX_DIGESTS of them, sorted; about 10 bytes an event instead of a key each.
 --
 -- Every update is order-insensitive where it can be (min/max/sums), so two
 -- workers or a late event converge on the same state. Returns a JSON object:
@@ -26,6 +32,9 @@ local anon_ttl = tonumber(ARGV[5])
 local events = cjson.decode(ARGV[6])
 local uplift_ms = tonumber(ARGV[7])
 local after_ms = tonumber(ARGV[8])
+local digests = ARGV[9]
+local D = KEYS[3]
+local DIGEST, ENTRY, MAX_DIGESTS = 6, 10, 1000
 
 -- A visitor already stitched to a customer: hand the events to that customer.
 local to = redis.call('HGET', P, 'to')
@@ -188,10 +197,32 @@ local function convert(ts)
   end
 end
 
+-- digest -> event minute, of the events already applied
+local seen, newest_min = {}, 0
+local record = redis.call('GET', D)
+if record then
+  for j = 1, #record - ENTRY + 1, ENTRY do
+    local minute = struct.unpack('>I4', record, j + DIGEST)
+    seen[string.sub(record, j, j + DIGEST - 1)] = minute
+    if minute > newest_min then newest_min = minute end
+  end
+end
+
+for _, e in ipairs(events) do
+  newest_min = math.max(newest_min, math.floor(e.ts / 60000))
+end
+local window_start = newest_min - math.floor(dedup_ttl / 60)
+
 local applied, dup, marks, dups = 0, 0, {}, {}
 local newest_day = nil
 for i, e in ipairs(events) do
-  local fresh = redis.call('SET', KEYS[2 + i], '1', 'NX', 'EX', dedup_ttl)
+  local digest = string.sub(digests, (i - 1) * DIGEST + 1, i * DIGEST)
+  local fresh = seen[digest] == nil
+  if fresh then
+    -- a stitch (no event time) or an event older than the window is kept as
+    -- of the window's start: at least until newer events move the window on
+    seen[digest] = math.max(math.floor(e.ts / 60000), window_start)
+  end
   if not fresh then
     dup = dup + 1
     table.insert(dups, i)
@@ -318,6 +349,20 @@ if applied > 0 then
   if lo == nil then redis.call('HDEL', P, 'fo', 'lo') end
   redis.call('HSET', P, unpack(w))
   if anon_ttl > 0 then redis.call('EXPIRE', P, anon_ttl) end
+  -- the dedup record: the window's digests, newest first when over the bound
+  local kept = {}
+  for d, minute in pairs(seen) do
+    if minute >= window_start then table.insert(kept, {minute, d}) end
+  end
+  table.sort(kept, function(a, b)
+    if a[1] ~= b[1] then return a[1] > b[1] end
+    return a[2] < b[2]
+  end)
+  local parts = {}
+  for j = 1, math.min(#kept, MAX_DIGESTS) do
+    parts[j] = kept[j][2] .. struct.pack('>I4', kept[j][1])
+  end
+  redis.call('SET', D, table.concat(parts), 'EX', dedup_ttl)
 end
 
 -- order records: drop those past retention, report the counted ones
