@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 from confluent_kafka import Producer
@@ -18,6 +19,9 @@ from connectors.kafka_io import producer_config
 from omnipulse.errors import OmnipulseError
 from omnipulse.settings import Settings, load_settings
 from operators.clock import DAY_MS, datetime_to_ms
+
+if TYPE_CHECKING:
+    import redis
 
 log = logging.getLogger("omnipulse")
 
@@ -78,14 +82,22 @@ def cmd_lag(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_model(args: argparse.Namespace) -> int:
+def _redis(url: str) -> redis.Redis:
+    """A client for a CLI command, checked first so a bad password is one clear line."""
     import redis
 
+    from state.connection import check_redis
+
+    check_redis(url)
+    return redis.Redis.from_url(url)
+
+
+def cmd_model(args: argparse.Namespace) -> int:
     from omnipulse.runner import endpoints
     from state.model import ModelStore
 
     settings = _settings(args)
-    with endpoints(settings, start_embedded=False) as ep, redis.Redis.from_url(ep.redis_url) as r:
+    with endpoints(settings, start_embedded=False) as ep, _redis(ep.redis_url) as r:
         store = ModelStore(r, settings.redis.key_prefix)
         header = store.header()
         model = store.load()
@@ -107,9 +119,11 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_profile(args: argparse.Namespace) -> int:
     from omnipulse.profile import read_profile
     from omnipulse.runner import endpoints
+    from state.connection import check_redis
 
     settings = _settings(args)
     with endpoints(settings, start_embedded=False) as ep:
+        check_redis(ep.redis_url)
         prof = read_profile(settings, ep.redis_url, args.customer_id)
     if prof is None:
         print(f"omnipulse: no profile for customer {args.customer_id!r}", file=sys.stderr)

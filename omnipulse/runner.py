@@ -19,7 +19,8 @@ from connectors.kafka_io import produce_all, producer_config
 from connectors.locations_file import read_locations
 from flows.engine import build_flow
 from flows.steps import EngineStep, sweep_once
-from omnipulse.settings import DLQ_TOPIC, INPUT_TOPICS, TRIGGER_TOPIC_NAMES, Settings
+from omnipulse.settings import DLQ_TOPIC, INPUT_TOPICS, TRIGGER_TOPIC_NAMES, Settings, mask_url
+from state.connection import check_redis
 from state.keys import Keys
 from state.locations import LocationStore
 
@@ -41,14 +42,16 @@ def endpoints(settings: Settings, *, start_embedded: bool) -> Iterator[Endpoints
     The embedded pair's addresses are written to .omnipulse/embedded.json so
     that `omnipulse profile` in another terminal finds the demo's services.
     """
-    bootstrap, url = settings.kafka.bootstrap_servers, settings.redis.url
+    bootstrap, url = settings.kafka.bootstrap_servers, settings.redis.connection_url()
     if bootstrap and url:
         yield Endpoints(bootstrap, url)
         return
     if not start_embedded and EMBEDDED_FILE.exists():
         known = orjson.loads(EMBEDDED_FILE.read_bytes())
-        yield Endpoints(bootstrap or known["bootstrap"], url or known["redis_url"])
-        return
+        found_bootstrap, found_url = bootstrap or known["bootstrap"], url or known["redis_url"]
+        if found_bootstrap and found_url:
+            yield Endpoints(found_bootstrap, found_url)
+            return
     if not start_embedded:
         raise ConnectorError(
             "no Kafka/Redis given (KAFKA_BOOTSTRAP_SERVERS, REDIS_URL) and no embedded "
@@ -63,10 +66,16 @@ def endpoints(settings: Settings, *, start_embedded: bool) -> Iterator[Endpoints
             rds.start()
         ep = Endpoints(bootstrap or broker.bootstrap_servers, url or rds.url)  # type: ignore[union-attr]
         EMBEDDED_FILE.parent.mkdir(exist_ok=True)
+        # Only the embedded addresses: a configured URL may carry a password.
         EMBEDDED_FILE.write_bytes(
-            orjson.dumps({"bootstrap": ep.bootstrap, "redis_url": ep.redis_url})
+            orjson.dumps(
+                {
+                    "bootstrap": broker.bootstrap_servers if broker else None,
+                    "redis_url": rds.url if rds else None,
+                }
+            )
         )
-        log.info("embedded services: kafka %s, redis %s", ep.bootstrap, ep.redis_url)
+        log.info("embedded services: kafka %s, redis %s", ep.bootstrap, mask_url(ep.redis_url))
         yield ep
     finally:
         EMBEDDED_FILE.unlink(missing_ok=True)
@@ -103,6 +112,7 @@ def run_engine(
     settings: Settings, ep: Endpoints, *, until_caught_up: bool, workers: int = 1
 ) -> None:
     """Run the dataflow; in catch-up mode also fire what the final watermark made due."""
+    check_redis(ep.redis_url)
     load_locations(settings, ep)
     flow = build_flow(
         settings, bootstrap=ep.bootstrap, redis_url=ep.redis_url, until_caught_up=until_caught_up
