@@ -66,6 +66,7 @@ def cmd_lag(args: argparse.Namespace) -> int:
     settings = _settings(args)
     k = settings.kafka
     with endpoints(settings, start_embedded=False) as ep:
+        _check_kafka(settings, ep.bootstrap)
         rows = consumer_lag(
             consumer_config(ep.bootstrap, k.consumer_group, dict(k.extra)),
             list(k.input_topics()),
@@ -90,6 +91,13 @@ def _redis(url: str) -> redis.Redis:
 
     check_redis(url)
     return redis.Redis.from_url(url)
+
+
+def _check_kafka(settings: Settings, bootstrap: str) -> None:
+    """Bounded first contact, so wrong security settings fail in seconds with one line."""
+    from connectors.kafka_check import check_kafka
+
+    check_kafka({"bootstrap.servers": bootstrap, **dict(settings.kafka.extra)})
 
 
 def cmd_model(args: argparse.Namespace) -> int:
@@ -222,6 +230,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     with endpoints(settings, start_embedded=False) as ep:
+        _check_kafka(settings, ep.bootstrap)
         until = time.monotonic() + args.duration if args.duration else None
         n = produce_records(
             settings,
@@ -246,6 +255,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         Path(args.file), fmt=args.format, topic=args.topic, column_map=mapping or None
     )
     with endpoints(settings, start_embedded=False) as ep:
+        _check_kafka(settings, ep.bootstrap)
         n = produce_records(
             settings,
             ep.bootstrap,

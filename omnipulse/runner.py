@@ -15,6 +15,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from connectors.embedded import EmbeddedBroker, EmbeddedRedis
 from connectors.errors import ConnectorError
+from connectors.kafka_check import check_kafka
 from connectors.kafka_io import produce_all, producer_config
 from connectors.locations_file import read_locations
 from flows.engine import build_flow
@@ -88,8 +89,9 @@ def endpoints(settings: Settings, *, start_embedded: bool) -> Iterator[Endpoints
 def create_topics(settings: Settings, bootstrap: str) -> list[str]:
     """Create every omnipulse topic that does not exist yet; return the created ones."""
     k = settings.kafka
-    admin = AdminClient({"bootstrap.servers": bootstrap, **dict(k.extra)})
-    existing = set(admin.list_topics(timeout=10).topics)
+    conf = {"bootstrap.servers": bootstrap, **dict(k.extra)}
+    existing = set(check_kafka(conf).topics)
+    admin = AdminClient(conf)
     names = [k.topic(t) for t in (*INPUT_TOPICS, *TRIGGER_TOPIC_NAMES, DLQ_TOPIC)]
     todo = []
     for name in names:
