@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
@@ -16,8 +17,9 @@ import orjson
 from confluent_kafka import Producer
 
 from connectors.kafka_io import producer_config
+from omnipulse import logs
 from omnipulse.errors import OmnipulseError
-from omnipulse.settings import Settings, load_settings
+from omnipulse.settings import Settings, load_settings, secret_values
 from operators.clock import DAY_MS, datetime_to_ms
 
 if TYPE_CHECKING:
@@ -27,7 +29,9 @@ log = logging.getLogger("omnipulse")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(args.config)
+    settings = load_settings(args.config)
+    logs.redact(secret_values(settings))
+    return settings
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -132,7 +136,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with endpoints(settings, start_embedded=False) as ep:
         check_redis(ep.redis_url)
-        prof = read_profile(settings, ep.redis_url, args.customer_id)
+        prof = read_profile(settings, ep.redis_url, args.customer_id, raw=not args.pseudonym)
     if prof is None:
         print(f"omnipulse: no profile for customer {args.customer_id!r}", file=sys.stderr)
         return 1
@@ -294,6 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", help="TOML file (default: $OMNIPULSE_CONFIG, else built-in defaults)"
     )
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        default=os.environ.get(logs.FORMAT_ENV) or "text",
+        help=f"text, or json: one JSON object per line (default: ${logs.FORMAT_ENV}, else text)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run the engine")
@@ -319,6 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("profile", help="print a customer's profile as JSON")
     p.add_argument("customer_id")
+    p.add_argument(
+        "--pseudonym",
+        action="store_true",
+        help="with [privacy] pseudonymize: the id is a pseudonym already (as in a trigger)",
+    )
     p.set_defaults(fn=cmd_profile)
 
     p = sub.add_parser("lag", help="consumer lag of the engine's group per input partition")
@@ -357,17 +372,14 @@ def _interrupt(_signum: int, _frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(logging.DEBUG if args.verbose else logging.INFO, args.log_format)
     # SIGTERM (docker stop, kill) takes the same clean path as Ctrl-C;
     # `run` replaces both with a handler that drains the dataflow.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         return args.fn(args)
     except OmnipulseError as ex:
-        print(f"omnipulse: {ex}", file=sys.stderr)
+        print(logs.fatal_line(str(ex), args.log_format), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

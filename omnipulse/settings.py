@@ -47,6 +47,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from omnipulse.errors import ConfigError
 from operators.clock import datetime_to_ms, ms_to_rfc3339
+from operators.pseudonym import Pseudonymizer
 
 __all__ = [
     "CONFIG_ENV",
@@ -972,6 +973,14 @@ class PrivacySettings(_Section):
     pseudonymize: bool = _opt(False, _bool)
     pseudonym_key: str | None = _opt(None, _opt_secret, secret=_mask_secret)
     pseudonym_key_file: str | None = _opt(None, _opt_path)
+
+    def pseudonymizer(self) -> Pseudonymizer | None:
+        """The id mapper when pseudonymisation is on, else None."""
+        if not self.pseudonymize:
+            return None
+        if self.pseudonym_key is None:
+            raise ConfigError("privacy.pseudonym_key: pseudonymize = true needs a key")
+        return Pseudonymizer(self.pseudonym_key)
 
 
 _SECTIONS: dict[str, type[_Section]] = {
