@@ -38,7 +38,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from connectors.kafka_io import SHUTDOWN
     from omnipulse.runner import create_topics, endpoints, run_engine
 
+    # Bytewax stops abruptly on a KeyboardInterrupt, without flushing what is in
+    # flight; ending every input partition instead lets the dataflow finish:
+    # the current batch is applied, its triggers flushed, its offsets committed.
     def stop(signum: int, _frame: object) -> None:
+        if SHUTDOWN.is_set():
+            log.warning("signal %d again: stopping now, without waiting for the batch", signum)
+            raise KeyboardInterrupt
         log.info("signal %d: finishing the current batches, then stopping", signum)
         SHUTDOWN.set()
 
@@ -49,6 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, stop)
         log.info("engine starting (%s)", "until caught up" if args.until_caught_up else "live")
         run_engine(settings, ep, until_caught_up=args.until_caught_up, workers=args.workers)
+        log.info("engine stopped%s", " on a signal" if SHUTDOWN.is_set() else "")
     return 0
 
 

@@ -16,7 +16,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from connectors.embedded import EmbeddedBroker, EmbeddedRedis
 from connectors.errors import ConnectorError
 from connectors.kafka_check import check_kafka
-from connectors.kafka_io import produce_all, producer_config
+from connectors.kafka_io import SHUTDOWN, produce_all, producer_config
 from connectors.locations_file import read_locations
 from flows.engine import build_flow
 from flows.steps import EngineStep, sweep_once
@@ -126,7 +126,9 @@ def run_engine(
         if _interrupted(ex):
             raise KeyboardInterrupt from ex
         raise
-    if until_caught_up:
+    # Stopped by a signal: the input is not caught up, so the final sweep
+    # belongs to the run that finishes the input.
+    if until_caught_up and not SHUTDOWN.is_set():
         finish_timers(settings, ep)
 
 
