@@ -16,7 +16,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from connectors.embedded import EmbeddedBroker, EmbeddedRedis
 from connectors.errors import ConnectorError
 from connectors.kafka_check import check_kafka
-from connectors.kafka_io import SHUTDOWN, produce_all, producer_config
+from connectors.kafka_io import RDKAFKA_LOG, SHUTDOWN, produce_all, producer_config
 from connectors.locations_file import read_locations
 from flows.engine import build_flow
 from flows.steps import EngineStep, sweep_once
@@ -91,7 +91,7 @@ def create_topics(settings: Settings, bootstrap: str) -> list[str]:
     k = settings.kafka
     conf = {"bootstrap.servers": bootstrap, **dict(k.extra)}
     existing = set(check_kafka(conf).topics)
-    admin = AdminClient(conf)
+    admin = AdminClient({**conf, "logger": RDKAFKA_LOG})
     names = [k.topic(t) for t in (*INPUT_TOPICS, *TRIGGER_TOPIC_NAMES, DLQ_TOPIC)]
     todo = []
     for name in names:
