@@ -154,9 +154,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from omnipulse.report import as_json, as_table, read_report
     from omnipulse.runner import endpoints
+    from state.connection import check_redis
 
     settings = _settings(args)
     with endpoints(settings, start_embedded=False) as ep:
+        check_redis(ep.redis_url)
         rep = read_report(
             settings,
             ep.redis_url,

@@ -101,7 +101,7 @@ def test_requirepass_right_password_runs_wrong_one_fails_fast(engine: Engine) ->
     out, _ = omnipulse(engine, "profile", "cust-auth-1", REDIS_PASSWORD=ADMIN_PASSWORD)
     assert out.returncode == 0, out.stderr
     assert orjson.loads(out.stdout)["monetary"] == "42.00"
-    for words in (("profile", "cust-auth-1"), ("model",)):
+    for words in (("profile", "cust-auth-1"), ("model",), ("report",)):
         out, took = omnipulse(engine, *words, REDIS_PASSWORD=WRONG)
         assert_fails_with_one_line(out, took, "redis: authentication")
 
