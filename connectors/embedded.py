@@ -32,9 +32,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import IO, ClassVar, Self
+from typing import IO, TYPE_CHECKING, ClassVar, Self
 
 from connectors.errors import EmbeddedServiceError
+
+if TYPE_CHECKING:
+    import redis
 
 _HOST = "127.0.0.1"
 _log = logging.getLogger(__name__)
@@ -321,18 +324,32 @@ class EmbeddedRedis(_EmbeddedService):
     startup_timeout = 15.0
 
     def __init__(
-        self, run_dir: Path | None = None, port: int | None = None, persistent: bool = False
+        self,
+        run_dir: Path | None = None,
+        port: int | None = None,
+        persistent: bool = False,
+        password: str | None = None,
     ) -> None:
         super().__init__(run_dir, port)
         self.persistent = persistent
+        # requirepass: the default user then needs AUTH (tests of Redis security).
+        self.password = password
 
     @property
     def url(self) -> str:
+        """The address, without credentials: callers add the password they were given."""
         return f"redis://{_HOST}:{self.port}/0"
+
+    def admin_client(self) -> redis.Redis:
+        """A client authenticated as the default user."""
+        import redis
+
+        return redis.Redis(host=_HOST, port=self.port, password=self.password)
 
     def _command(self, port: int, run_dir: Path) -> list[str]:
         return [
             redis_server_binary(),
+            *self._auth_args(run_dir),
             "--port", str(port),
             "--bind", _HOST,
             "--daemonize", "no",
@@ -344,11 +361,22 @@ class EmbeddedRedis(_EmbeddedService):
             "--hash-max-ziplist-value", str(HASH_MAX_LISTPACK_VALUE),
         ]  # fmt: skip
 
+    def _auth_args(self, run_dir: Path) -> list[str]:
+        if not self.password:
+            return []
+        # From an include file, not argv, so the password is not in `ps` output.
+        conf = run_dir / "auth.conf"
+        conf.touch(mode=0o600)
+        conf.write_text(f'requirepass "{self.password}"\n')
+        return ["--include", str(conf)]
+
     def _probe(self, port: int, remaining: float) -> bool:
         import redis
 
         # BusyLoadingError (replaying the AOF) is a ConnectionError: retried.
-        with redis.Redis(host=_HOST, port=port, socket_connect_timeout=1.0) as client:
+        with redis.Redis(
+            host=_HOST, port=port, password=self.password, socket_connect_timeout=1.0
+        ) as client:
             return bool(client.ping())
 
 

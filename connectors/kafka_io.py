@@ -32,6 +32,9 @@ from confluent_kafka import (
 from connectors.errors import ConnectorError
 
 log = logging.getLogger(__name__)
+# librdkafka's own messages go through logging (so `--log-format json` covers
+# them) instead of being printed to stderr in its own format.
+RDKAFKA_LOG = logging.getLogger("librdkafka")
 
 # Set by the CLI's SIGINT/SIGTERM handler: every partition then ends at its
 # next batch, so the dataflow finishes normally and the sinks flush.
@@ -261,6 +264,7 @@ def consumer_config(bootstrap: str, group: str, extra: dict[str, str]) -> dict[s
         "enable.partition.eof": True,
         "auto.offset.reset": "earliest",
         "fetch.wait.max.ms": 50,
+        "logger": RDKAFKA_LOG,
         **extra,
     }
 
@@ -271,6 +275,7 @@ def producer_config(bootstrap: str, extra: dict[str, str]) -> dict[str, Any]:
         "linger.ms": 5,
         "enable.idempotence": True,
         "compression.type": "lz4",
+        "logger": RDKAFKA_LOG,
         **extra,
     }
 

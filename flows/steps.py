@@ -48,6 +48,9 @@ class EngineStep:
         self._local = threading.local()
         self._model: SharedChurnModel | None = None  # one per process, for every thread
         self._connecting = threading.Lock()
+        # Ids are replaced right after parsing: nothing downstream (Redis,
+        # trigger topics, metrics) ever sees a raw customer or anonymous id.
+        self._pseudonym = settings.privacy.pseudonymizer()
 
     # Built lazily in each worker thread: never at import or in __init__.
     def worker(self) -> Worker:
@@ -104,6 +107,9 @@ class EngineStep:
             if isinstance(parsed, Rejected):
                 out.append(self._dead_letter(w, parsed, wall))
             else:
+                if self._pseudonym is not None:
+                    parsed.customer_id = self._pseudonym.optional(parsed.customer_id)
+                    parsed.anonymous_id = self._pseudonym.optional(parsed.anonymous_id)
                 w.counters[f"events:{parsed.topic}"] += 1
                 if parsed.topic != "locations":  # reference data has no event time
                     w.counters["late"] += w.clock.observe(parsed.ts, wall, part)

@@ -4,33 +4,47 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 from confluent_kafka import Producer
 
 from connectors.kafka_io import producer_config
+from omnipulse import logs
 from omnipulse.errors import OmnipulseError
-from omnipulse.settings import Settings, load_settings
+from omnipulse.settings import Settings, load_settings, secret_values
 from operators.clock import DAY_MS, datetime_to_ms
+
+if TYPE_CHECKING:
+    import redis
 
 log = logging.getLogger("omnipulse")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(args.config)
+    settings = load_settings(args.config)
+    logs.redact(secret_values(settings))
+    return settings
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from connectors.kafka_io import SHUTDOWN
     from omnipulse.runner import create_topics, endpoints, run_engine
 
+    # Bytewax stops abruptly on a KeyboardInterrupt, without flushing what is in
+    # flight; ending every input partition instead lets the dataflow finish:
+    # the current batch is applied, its triggers flushed, its offsets committed.
     def stop(signum: int, _frame: object) -> None:
+        if SHUTDOWN.is_set():
+            log.warning("signal %d again: stopping now, without waiting for the batch", signum)
+            raise KeyboardInterrupt
         log.info("signal %d: finishing the current batches, then stopping", signum)
         SHUTDOWN.set()
 
@@ -41,6 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, stop)
         log.info("engine starting (%s)", "until caught up" if args.until_caught_up else "live")
         run_engine(settings, ep, until_caught_up=args.until_caught_up, workers=args.workers)
+        log.info("engine stopped%s", " on a signal" if SHUTDOWN.is_set() else "")
     return 0
 
 
@@ -62,6 +77,7 @@ def cmd_lag(args: argparse.Namespace) -> int:
     settings = _settings(args)
     k = settings.kafka
     with endpoints(settings, start_embedded=False) as ep:
+        _check_kafka(settings, ep.bootstrap)
         rows = consumer_lag(
             consumer_config(ep.bootstrap, k.consumer_group, dict(k.extra)),
             list(k.input_topics()),
@@ -78,14 +94,29 @@ def cmd_lag(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_model(args: argparse.Namespace) -> int:
+def _redis(url: str) -> redis.Redis:
+    """A client for a CLI command, checked first so a bad password is one clear line."""
     import redis
 
+    from state.connection import check_redis
+
+    check_redis(url)
+    return redis.Redis.from_url(url)
+
+
+def _check_kafka(settings: Settings, bootstrap: str) -> None:
+    """Bounded first contact, so wrong security settings fail in seconds with one line."""
+    from connectors.kafka_check import check_kafka
+
+    check_kafka({"bootstrap.servers": bootstrap, **dict(settings.kafka.extra)})
+
+
+def cmd_model(args: argparse.Namespace) -> int:
     from omnipulse.runner import endpoints
     from state.model import ModelStore
 
     settings = _settings(args)
-    with endpoints(settings, start_embedded=False) as ep, redis.Redis.from_url(ep.redis_url) as r:
+    with endpoints(settings, start_embedded=False) as ep, _redis(ep.redis_url) as r:
         store = ModelStore(r, settings.redis.key_prefix)
         header = store.header()
         model = store.load()
@@ -107,10 +138,12 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_profile(args: argparse.Namespace) -> int:
     from omnipulse.profile import read_profile
     from omnipulse.runner import endpoints
+    from state.connection import check_redis
 
     settings = _settings(args)
     with endpoints(settings, start_embedded=False) as ep:
-        prof = read_profile(settings, ep.redis_url, args.customer_id)
+        check_redis(ep.redis_url)
+        prof = read_profile(settings, ep.redis_url, args.customer_id, raw=not args.pseudonym)
     if prof is None:
         print(f"omnipulse: no profile for customer {args.customer_id!r}", file=sys.stderr)
         return 1
@@ -121,9 +154,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from omnipulse.report import as_json, as_table, read_report
     from omnipulse.runner import endpoints
+    from state.connection import check_redis
 
     settings = _settings(args)
     with endpoints(settings, start_embedded=False) as ep:
+        check_redis(ep.redis_url)
         rep = read_report(
             settings,
             ep.redis_url,
@@ -208,6 +243,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     with endpoints(settings, start_embedded=False) as ep:
+        _check_kafka(settings, ep.bootstrap)
         until = time.monotonic() + args.duration if args.duration else None
         n = produce_records(
             settings,
@@ -232,6 +268,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         Path(args.file), fmt=args.format, topic=args.topic, column_map=mapping or None
     )
     with endpoints(settings, start_embedded=False) as ep:
+        _check_kafka(settings, ep.bootstrap)
         n = produce_records(
             settings,
             ep.bootstrap,
@@ -270,6 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", help="TOML file (default: $OMNIPULSE_CONFIG, else built-in defaults)"
     )
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        default=os.environ.get(logs.FORMAT_ENV) or "text",
+        help=f"text, or json: one JSON object per line (default: ${logs.FORMAT_ENV}, else text)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run the engine")
@@ -295,6 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("profile", help="print a customer's profile as JSON")
     p.add_argument("customer_id")
+    p.add_argument(
+        "--pseudonym",
+        action="store_true",
+        help="with [privacy] pseudonymize: the id is a pseudonym already (as in a trigger)",
+    )
     p.set_defaults(fn=cmd_profile)
 
     p = sub.add_parser("lag", help="consumer lag of the engine's group per input partition")
@@ -333,17 +381,14 @@ def _interrupt(_signum: int, _frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(logging.DEBUG if args.verbose else logging.INFO, args.log_format)
     # SIGTERM (docker stop, kill) takes the same clean path as Ctrl-C;
     # `run` replaces both with a handler that drains the dataflow.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         return args.fn(args)
     except OmnipulseError as ex:
-        print(f"omnipulse: {ex}", file=sys.stderr)
+        print(logs.fatal_line(str(ex), args.log_format), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -12,8 +12,18 @@ from operators.customer import profile_view
 from state.customers import CustomerStore, facts_from, labels_from
 
 
-def read_profile(settings: Settings, redis_url: str, customer_id: str) -> dict[str, Any] | None:
-    """The customer's profile judged at the engine's current event time, or None."""
+def read_profile(
+    settings: Settings, redis_url: str, customer_id: str, *, raw: bool = True
+) -> dict[str, Any] | None:
+    """The customer's profile judged at the engine's current event time, or None.
+
+    With pseudonymisation on, a `raw` id is hashed with the engine's key first
+    (the profile then shows the pseudonym as `customer_id`); `raw=False` takes
+    `customer_id` as a pseudonym already, as read from a trigger.
+    """
+    pseudonym = settings.privacy.pseudonymizer()
+    if pseudonym is not None and raw:
+        customer_id = pseudonym(customer_id)
     with redis.Redis.from_url(redis_url) as client:
         store = CustomerStore.for_settings(client, settings)
         found = store.read([customer_id]).get(customer_id)

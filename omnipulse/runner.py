@@ -15,11 +15,13 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from connectors.embedded import EmbeddedBroker, EmbeddedRedis
 from connectors.errors import ConnectorError
-from connectors.kafka_io import produce_all, producer_config
+from connectors.kafka_check import check_kafka
+from connectors.kafka_io import RDKAFKA_LOG, SHUTDOWN, produce_all, producer_config
 from connectors.locations_file import read_locations
 from flows.engine import build_flow
 from flows.steps import EngineStep, sweep_once
-from omnipulse.settings import DLQ_TOPIC, INPUT_TOPICS, TRIGGER_TOPIC_NAMES, Settings
+from omnipulse.settings import DLQ_TOPIC, INPUT_TOPICS, TRIGGER_TOPIC_NAMES, Settings, mask_url
+from state.connection import check_redis
 from state.keys import Keys
 from state.locations import LocationStore
 
@@ -41,14 +43,16 @@ def endpoints(settings: Settings, *, start_embedded: bool) -> Iterator[Endpoints
     The embedded pair's addresses are written to .omnipulse/embedded.json so
     that `omnipulse profile` in another terminal finds the demo's services.
     """
-    bootstrap, url = settings.kafka.bootstrap_servers, settings.redis.url
+    bootstrap, url = settings.kafka.bootstrap_servers, settings.redis.connection_url()
     if bootstrap and url:
         yield Endpoints(bootstrap, url)
         return
     if not start_embedded and EMBEDDED_FILE.exists():
         known = orjson.loads(EMBEDDED_FILE.read_bytes())
-        yield Endpoints(bootstrap or known["bootstrap"], url or known["redis_url"])
-        return
+        found_bootstrap, found_url = bootstrap or known["bootstrap"], url or known["redis_url"]
+        if found_bootstrap and found_url:
+            yield Endpoints(found_bootstrap, found_url)
+            return
     if not start_embedded:
         raise ConnectorError(
             "no Kafka/Redis given (KAFKA_BOOTSTRAP_SERVERS, REDIS_URL) and no embedded "
@@ -63,10 +67,16 @@ def endpoints(settings: Settings, *, start_embedded: bool) -> Iterator[Endpoints
             rds.start()
         ep = Endpoints(bootstrap or broker.bootstrap_servers, url or rds.url)  # type: ignore[union-attr]
         EMBEDDED_FILE.parent.mkdir(exist_ok=True)
+        # Only the embedded addresses: a configured URL may carry a password.
         EMBEDDED_FILE.write_bytes(
-            orjson.dumps({"bootstrap": ep.bootstrap, "redis_url": ep.redis_url})
+            orjson.dumps(
+                {
+                    "bootstrap": broker.bootstrap_servers if broker else None,
+                    "redis_url": rds.url if rds else None,
+                }
+            )
         )
-        log.info("embedded services: kafka %s, redis %s", ep.bootstrap, ep.redis_url)
+        log.info("embedded services: kafka %s, redis %s", ep.bootstrap, mask_url(ep.redis_url))
         yield ep
     finally:
         EMBEDDED_FILE.unlink(missing_ok=True)
@@ -79,8 +89,9 @@ def endpoints(settings: Settings, *, start_embedded: bool) -> Iterator[Endpoints
 def create_topics(settings: Settings, bootstrap: str) -> list[str]:
     """Create every omnipulse topic that does not exist yet; return the created ones."""
     k = settings.kafka
-    admin = AdminClient({"bootstrap.servers": bootstrap, **dict(k.extra)})
-    existing = set(admin.list_topics(timeout=10).topics)
+    conf = {"bootstrap.servers": bootstrap, **dict(k.extra)}
+    existing = set(check_kafka(conf).topics)
+    admin = AdminClient({**conf, "logger": RDKAFKA_LOG})
     names = [k.topic(t) for t in (*INPUT_TOPICS, *TRIGGER_TOPIC_NAMES, DLQ_TOPIC)]
     todo = []
     for name in names:
@@ -103,6 +114,7 @@ def run_engine(
     settings: Settings, ep: Endpoints, *, until_caught_up: bool, workers: int = 1
 ) -> None:
     """Run the dataflow; in catch-up mode also fire what the final watermark made due."""
+    check_redis(ep.redis_url)
     load_locations(settings, ep)
     flow = build_flow(
         settings, bootstrap=ep.bootstrap, redis_url=ep.redis_url, until_caught_up=until_caught_up
@@ -114,7 +126,9 @@ def run_engine(
         if _interrupted(ex):
             raise KeyboardInterrupt from ex
         raise
-    if until_caught_up:
+    # Stopped by a signal: the input is not caught up, so the final sweep
+    # belongs to the run that finishes the input.
+    if until_caught_up and not SHUTDOWN.is_set():
         finish_timers(settings, ep)
 
 

@@ -42,11 +42,12 @@ from datetime import UTC, datetime, time, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from omnipulse.errors import ConfigError
 from operators.clock import datetime_to_ms, ms_to_rfc3339
+from operators.pseudonym import Pseudonymizer
 
 __all__ = [
     "CONFIG_ENV",
@@ -55,7 +56,9 @@ __all__ = [
     "DLQ_TOPIC",
     "ENV_OVERRIDES",
     "INPUT_TOPICS",
+    "KAFKA_ENV_PREFIX",
     "MASK",
+    "SECRET_FILES",
     "TRIGGER_TOPICS",
     "TRIGGER_TOPIC_NAMES",
     "AbandonedCartSettings",
@@ -66,6 +69,7 @@ __all__ = [
     "KafkaSettings",
     "PolicySettings",
     "PriceSettings",
+    "PrivacySettings",
     "RedisSettings",
     "ReorderSettings",
     "SegmentSettings",
@@ -76,6 +80,8 @@ __all__ = [
     "load_settings",
     "mask_url",
     "parse_duration",
+    "read_secret_file",
+    "secret_values",
     "settings_from_dict",
 ]
 
@@ -144,11 +150,33 @@ ENV_OVERRIDES: Mapping[str, tuple[str, str]] = FrozenDict(
         "REDIS_URL": ("redis", "url"),
         "OMNIPULSE_TOPIC_PREFIX": ("kafka", "topic_prefix"),
         "OMNIPULSE_KEY_PREFIX": ("redis", "key_prefix"),
+        "REDIS_USERNAME": ("redis", "username"),
+        "REDIS_PASSWORD": ("redis", "password"),
+        "REDIS_PASSWORD_FILE": ("redis", "password_file"),
+        "OMNIPULSE_PSEUDONYM_KEY": ("privacy", "pseudonym_key"),
+        "OMNIPULSE_PSEUDONYM_KEY_FILE": ("privacy", "pseudonym_key_file"),
     }
 )
 
+#: Secret setting -> the sibling naming a file that holds it. Setting one of a
+#: pair from the environment clears the other, so the environment always wins.
+SECRET_FILES: Mapping[tuple[str, str], str] = FrozenDict(
+    {
+        ("redis", "password"): "password_file",
+        ("privacy", "pseudonym_key"): "pseudonym_key_file",
+    }
+)
+
+#: ``OMNIPULSE_KAFKA_SASL_PASSWORD=x`` sets the librdkafka property
+#: ``sasl.password``; with a ``_FILE`` suffix the variable names a file
+#: holding the value (librdkafka property names have dots, never underscores).
+KAFKA_ENV_PREFIX = "OMNIPULSE_KAFKA_"
+
 #: What a masked secret is shown as.
 MASK = "***"
+
+#: Shortest pseudonym key accepted: a short key could be found by brute force.
+MIN_KEY_BYTES = 16
 
 # --------------------------------------------------------------------------
 # Durations
@@ -563,6 +591,39 @@ def _opt_path(value: Any, key: str) -> str | None:
     return value
 
 
+def _opt_str(value: Any, key: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or any(c.isspace() for c in value):
+        raise _fail(key, "a string without whitespace", value)
+    return value
+
+
+def _opt_secret(value: Any, key: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        # Never echo it: it is a secret, even when it is of the wrong type.
+        raise ConfigError(f"{key}: expected a string")
+    return value
+
+
+def _mask_secret(value: str | None) -> str | None:
+    return None if value is None else MASK
+
+
+def _kafka_extra_files(value: Any, key: str) -> Mapping[str, str]:
+    """librdkafka property -> a file holding its value (read when settings are loaded)."""
+    if not isinstance(value, Mapping):
+        raise _fail(key, "a table of librdkafka property = file path", value)
+    out: dict[str, str] = {}
+    for k, v in _flatten(value).items():
+        if not isinstance(v, str) or not v:
+            raise _fail(f"{key}.{k}", "a file path", v)
+        out[k] = v
+    return FrozenDict(out)
+
+
 def _unknown(key: str, known: Any, what: str = "key") -> ConfigError:
     name = key.rsplit(".", 1)[-1]
     close = difflib.get_close_matches(name, sorted(known), n=1)
@@ -651,6 +712,7 @@ class KafkaSettings(_Section):
     partitions: int = _opt(4, _pos_int)
     replication_factor: int = _opt(1, _pos_int)
     extra: Mapping[str, str] = _opt({}, _kafka_extra, secret=_mask_extra)
+    extra_files: Mapping[str, str] = _opt({}, _kafka_extra_files)
 
     def topic(self, name: str) -> str:
         """The physical topic name: prefix + logical name."""
@@ -687,6 +749,47 @@ class RedisSettings(_Section):
 
     url: str | None = _opt(None, _redis_url, secret=mask_url)
     key_prefix: str = _opt("op", _key_prefix)
+    username: str | None = _opt(None, _opt_str)
+    password: str | None = _opt(None, _opt_secret, secret=_mask_secret)
+    password_file: str | None = _opt(None, _opt_path)
+    tls_ca_file: str | None = _opt(None, _opt_path)
+    tls_cert_file: str | None = _opt(None, _opt_path)
+    tls_key_file: str | None = _opt(None, _opt_path)
+
+    def _check(self) -> None:
+        tls = (self.tls_ca_file, self.tls_cert_file, self.tls_key_file)
+        if self.url and any(tls) and not self.url.startswith("rediss://"):
+            raise ConfigError(
+                f"redis.tls_ca_file: TLS files need a rediss:// URL, got {mask_url(self.url)!r}"
+            )
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ConfigError("redis.tls_cert_file: give tls_cert_file and tls_key_file together")
+
+    def connection_url(self) -> str | None:
+        """``url`` with the username, password and TLS files folded in. Contains secrets.
+
+        The password and username given as settings win over those in the URL.
+        """
+        if self.url is None:
+            return None
+        parts = urlsplit(self.url)
+        netloc = parts.netloc
+        if self.username is not None or self.password is not None:
+            host = netloc.rsplit("@", 1)[-1]
+            user = parts.username or "" if self.username is None else quote(self.username, safe="")
+            if self.password is not None:
+                netloc = f"{user}:{quote(self.password, safe='')}@{host}"
+            else:
+                netloc = f"{user}@{host}"
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        for name, value in (
+            ("ssl_ca_certs", self.tls_ca_file),
+            ("ssl_certfile", self.tls_cert_file),
+            ("ssl_keyfile", self.tls_key_file),
+        ):
+            if value is not None:
+                pairs = [(k, v) for k, v in pairs if k != name] + [(name, value)]
+        return urlunsplit((parts.scheme, netloc, parts.path, urlencode(pairs), parts.fragment))
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -861,6 +964,25 @@ class SalesSettings(_Section):
     session_memory: timedelta = _opt(timedelta(hours=6), _pos_duration)
 
 
+@dataclass(frozen=True, slots=True, repr=False)
+class PrivacySettings(_Section):
+    """Pseudonymous customer ids: a keyed hash replaces them before Redis and triggers."""
+
+    SECTION: ClassVar[str] = "privacy"
+
+    pseudonymize: bool = _opt(False, _bool)
+    pseudonym_key: str | None = _opt(None, _opt_secret, secret=_mask_secret)
+    pseudonym_key_file: str | None = _opt(None, _opt_path)
+
+    def pseudonymizer(self) -> Pseudonymizer | None:
+        """The id mapper when pseudonymisation is on, else None."""
+        if not self.pseudonymize:
+            return None
+        if self.pseudonym_key is None:
+            raise ConfigError("privacy.pseudonym_key: pseudonymize = true needs a key")
+        return Pseudonymizer(self.pseudonym_key)
+
+
 _SECTIONS: dict[str, type[_Section]] = {
     cls.SECTION: cls
     for cls in (
@@ -877,6 +999,7 @@ _SECTIONS: dict[str, type[_Section]] = {
         PriceSettings,
         PolicySettings,
         SalesSettings,
+        PrivacySettings,
     )
 }
 
@@ -898,6 +1021,7 @@ class Settings:
     price: PriceSettings = field(default_factory=PriceSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
     sales: SalesSettings = field(default_factory=SalesSettings)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
     #: The file these settings were read from (None: built-in defaults only).
     source: Path | None = field(default=None, compare=False, repr=False)
 
@@ -951,17 +1075,113 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:
+    siblings = {(sec, f): (sec, k) for (sec, k), f in SECRET_FILES.items()}
+    siblings.update({(sec, k): (sec, f) for (sec, k), f in SECRET_FILES.items()})
     for var, (section, key) in ENV_OVERRIDES.items():
         value = env.get(var)
         if value is None or value == "":
             continue
-        current = getattr(settings, section)
-        try:
-            updated = replace(current, **{key: value})
-        except ConfigError as exc:
-            raise ConfigError(f"{exc} (from environment variable {var})") from None
-        settings = replace(settings, **{section: updated})
+        change: dict[str, Any] = {key: value}
+        other = siblings.get((section, key))
+        if other is not None:
+            change[other[1]] = None
+        settings = _replace_from_env(settings, section, change, var)
+    extra = dict(settings.kafka.extra)
+    files = dict(settings.kafka.extra_files)
+    for var, value in sorted(env.items()):
+        if not var.startswith(KAFKA_ENV_PREFIX) or value == "":
+            continue
+        name = var[len(KAFKA_ENV_PREFIX) :]
+        is_file = name.endswith("_FILE")
+        prop = (name[: -len("_FILE")] if is_file else name).lower().replace("_", ".")
+        if not prop:
+            continue
+        if is_file:
+            files[prop] = value
+            extra.pop(prop, None)
+        else:
+            extra[prop] = value
+            files.pop(prop, None)
+    if extra != settings.kafka.extra or files != settings.kafka.extra_files:
+        settings = _replace_from_env(
+            settings, "kafka", {"extra": extra, "extra_files": files}, f"{KAFKA_ENV_PREFIX}*"
+        )
     return settings
+
+
+def _replace_from_env(
+    settings: Settings, section: str, change: dict[str, Any], var: str
+) -> Settings:
+    try:
+        updated = replace(getattr(settings, section), **change)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (from environment variable {var})") from None
+    return replace(settings, **{section: updated})
+
+
+def read_secret_file(path: str, key: str) -> str:
+    """The secret held in a file (Docker/Kubernetes secret style): its text
+    without the trailing newline. Errors name the key and the path, never content."""
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{key}: secret file {path} not found") from None
+    except PermissionError:
+        raise ConfigError(f"{key}: secret file {path}: permission denied") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{key}: secret file {path} is a directory") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{key}: secret file {path} is not UTF-8 text") from None
+    value = text.rstrip("\r\n")
+    if not value:
+        raise ConfigError(f"{key}: secret file {path} is empty")
+    return value
+
+
+def _resolve_secret_files(settings: Settings) -> Settings:
+    """Read every ``*_file`` secret into its setting; the path stays for `config show`."""
+    for (section, key), file_key in SECRET_FILES.items():
+        current = getattr(settings, section)
+        path = getattr(current, file_key)
+        if path is None:
+            continue
+        if getattr(current, key) is not None:
+            raise ConfigError(f"{section}.{file_key}: give either {key} or {file_key}, not both")
+        value = read_secret_file(path, f"{section}.{file_key}")
+        settings = replace(settings, **{section: replace(current, **{key: value})})
+    k = settings.kafka
+    if k.extra_files:
+        extra = dict(k.extra)
+        for prop, path in k.extra_files.items():
+            if prop in k.extra:
+                raise ConfigError(
+                    f"kafka.extra_files.{prop}: also set in kafka.extra; give one of them"
+                )
+            extra[prop] = read_secret_file(path, f"kafka.extra_files.{prop}")
+        settings = replace(settings, kafka=replace(k, extra=extra))
+    p = settings.privacy
+    if p.pseudonymize and p.pseudonym_key is None:
+        raise ConfigError(
+            "privacy.pseudonym_key: pseudonymize = true needs a key "
+            "(OMNIPULSE_PSEUDONYM_KEY or OMNIPULSE_PSEUDONYM_KEY_FILE, or pseudonym_key_file)"
+        )
+    if p.pseudonym_key is not None and len(p.pseudonym_key.encode()) < MIN_KEY_BYTES:
+        raise ConfigError(
+            f"privacy.pseudonym_key: must be at least {MIN_KEY_BYTES} bytes "
+            "(e.g. the output of `openssl rand -hex 32`)"
+        )
+    return settings
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """Every secret the settings hold, for the log filter that redacts them."""
+    out = [settings.redis.password, settings.privacy.pseudonym_key]
+    out.extend(v for k, v in settings.kafka.extra.items() if is_secret_key(k))
+    url = settings.redis.url
+    if url:
+        password = urlsplit(url).password
+        out.append(unquote(password) if password else None)
+    return [v for v in out if v]
 
 
 def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -979,4 +1199,4 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     else:
         p = Path(path).expanduser()
         settings = settings_from_dict(_read_toml(p), source=p)
-    return _apply_env(settings, env)
+    return _resolve_secret_files(_apply_env(settings, env))
