@@ -342,13 +342,13 @@ def fill(redis_url: str, first: int, stop: int) -> None:
 
 
 KEY_KINDS = (  # (kind, a substring of its key names), first match wins
+    ("inventory", "{inv}"),
     ("orders", "}:o"),
     ("dedup", "}:d"),
-    ("dedup", "}:e:"),
     ("claims", "}:t:"),
     ("daily cap", "}:cap:"),
-    ("inventory", "{inv}"),
     ("profile", "{c:"),
+    ("anonymous visitors", "{a:"),
 )
 
 
