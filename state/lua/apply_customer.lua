@@ -13,10 +13,11 @@
 -- ARGV[8]   abandoned_after, ms: a cart's deadline after its last activity
 -- ARGV[9]   the events' digests, DIGEST bytes each, same order as the events
 --
--- The dedup record is one string of fixed-size entries: an event's digest
--- (a 48-bit hash of its event_id) and its event time in minutes (4 bytes, big
--- endian). It keeps the events of the last dedup window of event time, at most
--- MAX_DIGESTS of them, sorted; about 10 bytes an event instead of a key each.
+-- The dedup record is one string of fixed-size entries, in the order applied:
+-- an event's digest (a 48-bit hash of its event_id) and its event time in
+-- minutes (4 bytes, big endian). It keeps the events of the last dedup window
+-- of event time (the watermark), at most MAX_DIGESTS of them: about 10 bytes
+-- an event instead of a key each.
 --
 -- Every update is order-insensitive where it can be (min/max/sums), so two
 -- workers or a late event converge on the same state. Returns a JSON object:
@@ -197,31 +198,28 @@ local function convert(ts)
   end
 end
 
--- digest -> event minute, of the events already applied
-local seen, newest_min = {}, 0
-local record = redis.call('GET', D)
-if record then
-  for j = 1, #record - ENTRY + 1, ENTRY do
-    local minute = struct.unpack('>I4', record, j + DIGEST)
-    seen[string.sub(record, j, j + DIGEST - 1)] = minute
-    if minute > newest_min then newest_min = minute end
-  end
+-- the dedup record, and the entries this call adds to it
+local record = redis.call('GET', D) or ''
+local window_start = math.floor(now / 60000) - math.floor(dedup_ttl / 60)
+local added, added_set = {}, {}
+-- is `digest` in the record? (only at an entry's start counts)
+local function recorded(digest)
+  local pos = string.find(record, digest, 1, true)
+  while pos and (pos - 1) % ENTRY ~= 0 do pos = string.find(record, digest, pos + 1, true) end
+  return pos ~= nil
 end
-
-for _, e in ipairs(events) do
-  newest_min = math.max(newest_min, math.floor(e.ts / 60000))
-end
-local window_start = newest_min - math.floor(dedup_ttl / 60)
 
 local applied, dup, marks, dups = 0, 0, {}, {}
 local newest_day = nil
 for i, e in ipairs(events) do
   local digest = string.sub(digests, (i - 1) * DIGEST + 1, i * DIGEST)
-  local fresh = seen[digest] == nil
+  local fresh = not added_set[digest] and not recorded(digest)
   if fresh then
-    -- a stitch (no event time) or an event older than the window is kept as
-    -- of the window's start: at least until newer events move the window on
-    seen[digest] = math.max(math.floor(e.ts / 60000), window_start)
+    added_set[digest] = true
+    -- a stitch (no event time) or an event older than the window is stamped
+    -- with the window's start: kept at least until the watermark moves on
+    local minute = math.max(math.floor(e.ts / 60000), window_start)
+    table.insert(added, digest .. struct.pack('>I4', minute))
   end
   if not fresh then
     dup = dup + 1
@@ -349,20 +347,16 @@ if applied > 0 then
   if lo == nil then redis.call('HDEL', P, 'fo', 'lo') end
   redis.call('HSET', P, unpack(w))
   if anon_ttl > 0 then redis.call('EXPIRE', P, anon_ttl) end
-  -- the dedup record: the window's digests, newest first when over the bound
-  local kept = {}
-  for d, minute in pairs(seen) do
-    if minute >= window_start then table.insert(kept, {minute, d}) end
+  -- the dedup record: entries in the order applied; those that fell out of
+  -- the window leave from the front, and the oldest go first over the bound
+  local start = 1
+  while start + ENTRY - 1 <= #record
+      and struct.unpack('>I4', record, start + DIGEST) < window_start do
+    start = start + ENTRY
   end
-  table.sort(kept, function(a, b)
-    if a[1] ~= b[1] then return a[1] > b[1] end
-    return a[2] < b[2]
-  end)
-  local parts = {}
-  for j = 1, math.min(#kept, MAX_DIGESTS) do
-    parts[j] = kept[j][2] .. struct.pack('>I4', kept[j][1])
-  end
-  redis.call('SET', D, table.concat(parts), 'EX', dedup_ttl)
+  local kept = string.sub(record, start) .. table.concat(added)
+  if #kept > MAX_DIGESTS * ENTRY then kept = string.sub(kept, #kept - MAX_DIGESTS * ENTRY + 1) end
+  redis.call('SET', D, kept, 'EX', dedup_ttl)
 end
 
 -- order records: drop those past retention, report the counted ones
