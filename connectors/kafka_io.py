@@ -30,6 +30,7 @@ from confluent_kafka import (
 )
 
 from connectors.errors import ConnectorError
+from omnipulse import metrics
 
 log = logging.getLogger(__name__)
 # librdkafka's own messages go through logging (so `--log-format json` covers
@@ -104,6 +105,7 @@ class _PartitionReader(StatefulSourcePartition[Record | Tick | PartitionMark, in
         tick_ms: int,
     ) -> None:
         self._consumer = Consumer(config)
+        self._tp = TopicPartition(full_topic, partition)
         self._consumer.assign([TopicPartition(full_topic, partition, start)])
         self._logical = logical
         self._partition = partition
@@ -147,10 +149,18 @@ class _PartitionReader(StatefulSourcePartition[Record | Tick | PartitionMark, in
             self._next = msg.offset() + 1
         if out:
             self._last_data_ms = now_ms
+            self._report_lag()
         elif not self._until_caught_up and now_ms - self._last_data_ms >= self._tick_ms:
             self._last_data_ms = now_ms
             out.append(Tick(now_ms))
+            self._report_lag()
         return out
+
+    def _report_lag(self) -> None:
+        # The end offset librdkafka learnt from its last fetch: no request to the broker.
+        _, high = self._consumer.get_watermark_offsets(self._tp, cached=True)
+        if high >= 0 and self._next >= 0:
+            metrics.LAG.set(self._logical, self._partition, max(0, high - self._next))
 
     def next_awake(self) -> datetime | None:
         return self._awake

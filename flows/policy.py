@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from flows.worker import Worker
+from omnipulse import metrics
 from operators.clock import ms_to_rfc3339
 from operators.customer import CustomerLabels
 from operators.policy import MARKETING_KINDS, local_day
@@ -137,6 +138,7 @@ def flush(w: Worker) -> None:
     w.persisted_clock_ms = w.clock.max_event_ms
     w.store.queue_commit(pipe, {}, {}, counters, offsets)
     w.store.execute(pipe, "commit counters and offsets")
+    metrics.count_batch(counters)
     if w.committer is not None and offsets:
         # "clicks#0" -> "<prefix>clicks#0": the full topic name, same partition
         prefixed = w.settings.kafka.topic

@@ -22,6 +22,7 @@ from flows.commerce import apply_inventory, bopis, cart_availability
 from flows.customers import Review, apply_customers, due_cart_skus, judge, reviews_of
 from flows.policy import flush, settle
 from flows.worker import Worker, wall_ms
+from omnipulse import metrics
 from omnipulse.settings import DLQ_TOPIC, Settings
 from operators.clock import ms_to_rfc3339
 from state.model import SharedChurnModel
@@ -65,8 +66,13 @@ class EngineStep:
                     model=self._model,
                 )
                 self._model = w.model
+                metrics.STATE.model = self.model_metrics
             self._local.worker = w
         return w
+
+    def model_metrics(self) -> dict[str, Any] | None:
+        """The process's churn model figures, for /metrics (None before it is loaded)."""
+        return None if self._model is None else self._model.metrics()
 
     def __call__(self, items: list[Record | Tick | PartitionMark]) -> list[OutMessage]:
         return self.process(items)
@@ -83,6 +89,8 @@ class EngineStep:
         out: list[OutMessage] = []
         events: list[Event] = []
         w.clock.settle(wall)  # a caught-up partition's grace may have run out
+        per_topic: dict[str, int] = {}
+        ingest = wall
         for item in items:
             if isinstance(item, Tick):
                 if self.live and w.settings.engine.idle_advance:
@@ -96,6 +104,9 @@ class EngineStep:
                 continue
             part = f"{item.topic}#{item.partition}"
             w.offsets[part] = item.offset + 1
+            if not per_topic:
+                ingest = item.read_at_ms
+            per_topic[item.topic] = per_topic.get(item.topic, 0) + 1
             parsed = parse_record(
                 item.topic,
                 item.value,
@@ -115,8 +126,16 @@ class EngineStep:
                     w.counters["late"] += w.clock.observe(parsed.ts, wall, part)
                 events.append(parsed)
         records = process_events(w, events, wall)
-        records.extend(sweep(w))
+        timed = sweep(w)
+        records.extend(timed)
         out.extend(self.message(rec, w) for rec in records)
+        done = wall_ms()
+        metrics.count_records(per_topic, sum(per_topic.values()))
+        metrics.observe_watermark(done, w.clock.now)
+        if records:
+            caused = records[: len(records) - len(timed)]
+            metrics.observe_triggers(caused, done, ingest_ms=ingest, timers=False)
+            metrics.observe_triggers(timed, done, ingest_ms=ingest, timers=True)
         return out
 
     def _dead_letter(self, w: Worker, r: Rejected, wall: int) -> OutMessage:

@@ -12,6 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from connectors.kafka_io import OffsetCommitter, consumer_config
 from flows.rules import Rules
@@ -81,7 +83,9 @@ class Worker:
     ) -> Worker:
         """Connect one worker; `model` is the process's shared churn model, if loaded."""
         s = settings
-        client = redis.Redis.from_url(redis_url)
+        # No retries inside redis-py: state.errors sends a failed pipeline again
+        # itself, after reloading the Lua scripts a restarted Redis has lost.
+        client = redis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), 0))
         keys = Keys(s.redis.key_prefix, s.engine.timer_shards)
         rules = Rules.from_settings(s)
         store = CustomerStore.for_settings(client, s)

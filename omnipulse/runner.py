@@ -15,15 +15,19 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from connectors.embedded import EmbeddedBroker, EmbeddedRedis
 from connectors.errors import ConnectorError
+from connectors.http import PROBE_TIMEOUT_S, OpsServer, Readiness
 from connectors.kafka_check import check_kafka
 from connectors.kafka_io import RDKAFKA_LOG, SHUTDOWN, produce_all, producer_config
 from connectors.locations_file import read_locations
 from flows.engine import build_flow
 from flows.steps import EngineStep, sweep_once
+from omnipulse import metrics
 from omnipulse.settings import DLQ_TOPIC, INPUT_TOPICS, TRIGGER_TOPIC_NAMES, Settings, mask_url
 from state.connection import check_redis
+from state.errors import OutagePolicy, riding_out_outages
 from state.keys import Keys
 from state.locations import LocationStore
+from state.ops import customers_known, ping, probe_client
 
 log = logging.getLogger(__name__)
 
@@ -111,25 +115,71 @@ def create_topics(settings: Settings, bootstrap: str) -> list[str]:
 
 
 def run_engine(
-    settings: Settings, ep: Endpoints, *, until_caught_up: bool, workers: int = 1
+    settings: Settings,
+    ep: Endpoints,
+    *,
+    until_caught_up: bool,
+    workers: int = 1,
+    process_index: int = 0,
 ) -> None:
-    """Run the dataflow; in catch-up mode also fire what the final watermark made due."""
+    """Run the dataflow; in catch-up mode also fire what the final watermark made due.
+
+    While it runs, the process serves /metrics, /healthz and /readyz, and its
+    Redis calls wait through a Redis outage instead of failing the dataflow.
+    """
     check_redis(ep.redis_url)
     load_locations(settings, ep)
     flow = build_flow(
         settings, bootstrap=ep.bootstrap, redis_url=ep.redis_url, until_caught_up=until_caught_up
     )
+    policy = OutagePolicy()
+    with (
+        ops_endpoints(settings, ep, policy, process_index=process_index),
+        riding_out_outages(policy),
+    ):
+        try:
+            cli_main(flow, workers_per_process=workers)
+        except Exception as ex:
+            # Bytewax wraps a Ctrl-C/SIGTERM raised inside a step; stop quietly then.
+            if _interrupted(ex):
+                raise KeyboardInterrupt from ex
+            raise
+        # Stopped by a signal: the input is not caught up, so the final sweep
+        # belongs to the run that finishes the input.
+        if until_caught_up and not SHUTDOWN.is_set():
+            finish_timers(settings, ep)
+
+
+@contextmanager
+def ops_endpoints(
+    settings: Settings, ep: Endpoints, policy: OutagePolicy, *, process_index: int = 0
+) -> Iterator[OpsServer]:
+    """Serve /metrics, /healthz and /readyz on `engine.http_port` + `process_index`.
+
+    Each process of a multi-process engine has its own figures, so each needs
+    its own port; port 0 picks a free one (logged).
+    """
+    keys = Keys(settings.redis.key_prefix, settings.engine.timer_shards)
+    client = probe_client(ep.redis_url, PROBE_TIMEOUT_S)
+    k = settings.kafka
+    readiness = Readiness(
+        ping_redis=lambda: ping(client),
+        kafka_config={"bootstrap.servers": ep.bootstrap, **dict(k.extra), "logger": RDKAFKA_LOG},
+        probe_topic=k.topic(INPUT_TOPICS[0]),
+        max_lag=settings.engine.ready_max_lag,
+        redis_failing=lambda: policy.failing_since,
+    )
+    port = settings.engine.http_port
+    server = OpsServer("", port + process_index if port else 0, readiness)
+    metrics.STATE.customers = lambda: customers_known(client, keys)
+    server.start()
+    log.info("serving /metrics, /healthz and /readyz on port %d", server.port)
     try:
-        cli_main(flow, workers_per_process=workers)
-    except Exception as ex:
-        # Bytewax wraps a Ctrl-C/SIGTERM raised inside a step; stop quietly then.
-        if _interrupted(ex):
-            raise KeyboardInterrupt from ex
-        raise
-    # Stopped by a signal: the input is not caught up, so the final sweep
-    # belongs to the run that finishes the input.
-    if until_caught_up and not SHUTDOWN.is_set():
-        finish_timers(settings, ep)
+        yield server
+    finally:
+        server.stop()
+        client.close()
+        metrics.reset_sources()
 
 
 def load_locations(settings: Settings, ep: Endpoints) -> int:

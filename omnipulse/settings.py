@@ -7,7 +7,8 @@ with its default and a one-line comment.
 
 Environment variables override the connection settings after the file is
 read: ``KAFKA_BOOTSTRAP_SERVERS``, ``REDIS_URL``, ``OMNIPULSE_TOPIC_PREFIX``,
-``OMNIPULSE_KEY_PREFIX``. An empty variable counts as unset.
+``OMNIPULSE_KEY_PREFIX``, and the engine's ``OMNIPULSE_HTTP_PORT``. An empty
+variable counts as unset.
 
 Value formats in the file:
 
@@ -155,8 +156,12 @@ ENV_OVERRIDES: Mapping[str, tuple[str, str]] = FrozenDict(
         "REDIS_PASSWORD_FILE": ("redis", "password_file"),
         "OMNIPULSE_PSEUDONYM_KEY": ("privacy", "pseudonym_key"),
         "OMNIPULSE_PSEUDONYM_KEY_FILE": ("privacy", "pseudonym_key_file"),
+        "OMNIPULSE_HTTP_PORT": ("engine", "http_port"),
     }
 )
+
+#: Environment overrides whose value is an integer.
+_ENV_INTS = frozenset({"OMNIPULSE_HTTP_PORT"})
 
 #: Secret setting -> the sibling naming a file that holds it. Setting one of a
 #: pair from the environment clears the other, so the environment always wins.
@@ -810,6 +815,7 @@ class EngineSettings(_Section):
     max_value_bytes: int = _opt(262144, _pos_int)
     timezone: str = _opt("UTC", _timezone)
     http_port: int = _opt(9108, _port)
+    ready_max_lag: int = _opt(10000, _nonneg_int)
     timer_shards: int = _opt(16, _pos_int)
 
     def tz(self) -> tzinfo:
@@ -1082,6 +1088,8 @@ def _apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:
         if value is None or value == "":
             continue
         change: dict[str, Any] = {key: value}
+        if var in _ENV_INTS and value.strip().isdigit():
+            change[key] = int(value)
         other = siblings.get((section, key))
         if other is not None:
             change[other[1]] = None

@@ -267,6 +267,10 @@ class SharedChurnModel:
         with self._lock:
             return self.model.top_features(x, k)
 
+    def metrics(self) -> dict[str, Any]:
+        with self._lock:
+            return self.model.metrics()
+
     def queue_snapshot(self, pipe: Any, store: ModelStore) -> bool:
         """Queue a snapshot on `pipe` if anything was learned since the last one."""
         with self._lock:

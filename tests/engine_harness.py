@@ -37,6 +37,8 @@ def make_settings(
             "partitions": 2,
         },
         "redis": {"url": redis_server.url, "key_prefix": key_prefix},
+        # any free port: tests (and other checkouts' tests) run side by side
+        "engine": {"http_port": 0},
     }
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)
@@ -86,6 +88,7 @@ class Engine:
             REDIS_URL=self.ep.redis_url,
             OMNIPULSE_TOPIC_PREFIX=self.settings.kafka.topic_prefix,
             OMNIPULSE_KEY_PREFIX=self.settings.redis.key_prefix,
+            OMNIPULSE_HTTP_PORT=str(self.settings.engine.http_port),
             **extra,
         )
 
