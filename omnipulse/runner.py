@@ -132,7 +132,7 @@ def run_engine(
     flow = build_flow(
         settings, bootstrap=ep.bootstrap, redis_url=ep.redis_url, until_caught_up=until_caught_up
     )
-    policy = OutagePolicy()
+    policy = OutagePolicy(stop=SHUTDOWN)
     with (
         ops_endpoints(settings, ep, policy, process_index=process_index),
         riding_out_outages(policy),

@@ -51,6 +51,9 @@ class OutagePolicy:
     first_backoff_s: float = 0.05
     max_backoff_s: float = 2.0
     give_up_after_s: float | None = None  # None: wait as long as it takes
+    # Set on shutdown: stop waiting. The batch is not finished, so its offsets
+    # are not stored and a restart reads it again.
+    stop: threading.Event = field(default_factory=threading.Event)
     _failing: dict[int, float] = field(default_factory=dict)  # thread id -> since (monotonic)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -74,7 +77,10 @@ class OutagePolicy:
             ) from error
         if attempt == 1:
             log.warning("redis: %s failed (%s); retrying until Redis is back", what, error)
-        time.sleep(min(self.max_backoff_s, self.first_backoff_s * 2 ** (attempt - 1)))
+        if self.stop.wait(min(self.max_backoff_s, self.first_backoff_s * 2 ** (attempt - 1))):
+            raise StateError(
+                f"redis: {what} failed: stopping while Redis is unreachable: {error}"
+            ) from error
 
     def recovered(self, what: str) -> None:
         me = threading.get_ident()

@@ -82,15 +82,16 @@ class Engine:
 
     def cli_env(self, **extra: str) -> dict[str, str]:
         """The environment that points `omnipulse` at this test's services and names."""
-        return dict(
+        env = dict(
             os.environ,
             KAFKA_BOOTSTRAP_SERVERS=self.ep.bootstrap,
             REDIS_URL=self.ep.redis_url,
             OMNIPULSE_TOPIC_PREFIX=self.settings.kafka.topic_prefix,
             OMNIPULSE_KEY_PREFIX=self.settings.redis.key_prefix,
             OMNIPULSE_HTTP_PORT=str(self.settings.engine.http_port),
-            **extra,
         )
+        env.update(extra)
+        return env
 
     def cli(self, *words: str, **extra_env: str) -> bytes:
         """Run `omnipulse WORDS` as a user would; its standard output."""
