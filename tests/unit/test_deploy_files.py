@@ -31,8 +31,13 @@ DASH_PROVIDER = DEPLOY / "grafana" / "provisioning" / "dashboards" / "omnipulse.
 COUNTERS = {
     "omnipulse_events_in_total",
     "omnipulse_events_rejected_total",
+    "omnipulse_events_duplicate_total",
+    "omnipulse_events_late_total",
     "omnipulse_triggers_emitted_total",
     "omnipulse_triggers_suppressed_total",
+    "omnipulse_triggers_held_total",
+    "omnipulse_churn_labels_total",
+    "omnipulse_redis_retries_total",
     "omnipulse_channel_orders_total",
     "omnipulse_channel_revenue_total",
 }
@@ -40,6 +45,10 @@ GAUGES = {
     "omnipulse_consumer_lag",
     "omnipulse_customers",
     "omnipulse_model_auc",
+    "omnipulse_model_heuristic_auc",
+    "omnipulse_model_log_loss",
+    "omnipulse_model_labels",
+    "omnipulse_redis_up",
     "omnipulse_watermark_lag_seconds",
     "up",
 }
@@ -47,6 +56,7 @@ HISTOGRAMS = {
     "omnipulse_trigger_latency_seconds",
     "omnipulse_timer_lateness_seconds",
     "omnipulse_redis_call_seconds",
+    "omnipulse_redis_pipeline_commands",
     "omnipulse_batch_size",
 }
 ALLOWED = COUNTERS | GAUGES | {f"{h}_{s}" for h in HISTOGRAMS for s in ("bucket", "sum", "count")}

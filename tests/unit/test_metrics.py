@@ -114,3 +114,28 @@ def test_partition_lag_and_state_gauges_in_the_exposition() -> None:
         metrics.reset_sources()
     assert metrics.LAG.total() == 0
     assert "omnipulse_consumer_lag{" not in generate_latest(REGISTRY).decode()
+
+
+def test_the_engine_exports_every_metric_the_alerts_and_dashboard_use() -> None:
+    from test_deploy_files import COUNTERS, GAUGES, HISTOGRAMS
+
+    metrics.STATE.customers = lambda: 1
+    metrics.STATE.model = lambda: {"roc_auc": 0.5, "log_loss": 0.7, "heuristic_roc_auc": 0.5}
+    try:
+        text = generate_latest(REGISTRY).decode()
+    finally:
+        metrics.reset_sources()
+    families = {f.name: f.type for f in text_string_to_metric_families(text)}
+    # `up` is Prometheus's own; the per-channel sales figures come from the sales report
+    planned = {n for n in COUNTERS | GAUGES if n != "up" and "_channel_" not in n}
+    for name in planned:
+        if name in COUNTERS:
+            assert families.get(name.removesuffix("_total")) == "counter", name
+        else:
+            assert families.get(name) == "gauge", name
+    for name in HISTOGRAMS:
+        assert families.get(name) == "histogram", name
+    # and nothing the engine exports is missing from the deployment files
+    exported = {n for n in families if n.startswith("omnipulse_")}
+    known = {n.removesuffix("_total") for n in COUNTERS} | GAUGES | HISTOGRAMS
+    assert exported <= known, exported - known
