@@ -21,6 +21,7 @@ from connectors.kafka_io import RDKAFKA_LOG, SHUTDOWN, produce_all, producer_con
 from connectors.locations_file import read_locations
 from flows.engine import build_flow
 from flows.steps import EngineStep, sweep_once
+from flows.worker import wall_ms
 from omnipulse import metrics
 from omnipulse.settings import DLQ_TOPIC, INPUT_TOPICS, TRIGGER_TOPIC_NAMES, Settings, mask_url
 from state.connection import check_redis
@@ -217,4 +218,6 @@ def finish_timers(settings: Settings, ep: Endpoints) -> int:
             break
         msgs = [step.message(rec, worker) for rec in records]
         emitted += produce_all(config, msgs)
+        # no record caused these: event time alone made them due
+        metrics.observe_triggers(records, wall_ms(), ingest_ms=None, timers=True)
     return emitted
