@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from flows.worker import Worker
+from omnipulse import metrics
 from operators.sales import applied_sessions, order_outcomes, tally
 from state.customers import Applied
 
@@ -22,4 +23,6 @@ def record_sales(w: Worker, results: Sequence[Applied]) -> None:
     if not orders and not sessions:
         return
     assert w.sales is not None
-    w.sales.add(tally(orders, sessions, w.rules.tz))
+    tallies = tally(orders, sessions, w.rules.tz)
+    w.sales.add(tallies)
+    metrics.count_sales((channel, t.placed, t.gross) for (channel, _), t in tallies.items())

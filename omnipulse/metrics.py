@@ -66,6 +66,15 @@ TRIGGERS_HELD = Counter(
     "Marketing triggers held for the end of quiet hours, per kind",
     ["kind"],
 )
+CHANNEL_ORDERS = Counter(
+    "omnipulse_channel_orders", "Orders placed, per channel (as applied)", ["channel"]
+)
+CHANNEL_REVENUE = Counter(
+    "omnipulse_channel_revenue",
+    "Value of the orders placed, per channel, in the orders' currency units; gross: "
+    "cancellations and returns are netted out by `omnipulse report`, not here",
+    ["channel"],
+)
 CHURN_LABELS = Counter(
     "omnipulse_churn_labels",
     "Churn labels learned by this process's model since it started",
@@ -144,6 +153,15 @@ def count_batch(counters: Mapping[str, int]) -> None:
             CHURN_LABELS.labels("churned").inc(n)
         elif name == "churn:labels_retained":
             CHURN_LABELS.labels("retained").inc(n)
+
+
+def count_sales(rows: Iterable[tuple[str, int, int]]) -> None:
+    """A batch's sales: (channel, orders placed, their value in cents) rows."""
+    for channel, placed, gross_cents in rows:
+        if placed:
+            CHANNEL_ORDERS.labels(channel).inc(placed)
+        if gross_cents:
+            CHANNEL_REVENUE.labels(channel).inc(gross_cents / 100)
 
 
 def count_records(per_topic: Mapping[str, int], batch_size: int) -> None:

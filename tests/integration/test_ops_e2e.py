@@ -216,6 +216,7 @@ def test_metrics_after_a_run_carry_every_metric_with_plausible_values(
         "omnipulse_events_in", "omnipulse_events_rejected", "omnipulse_events_duplicate",
         "omnipulse_events_late", "omnipulse_triggers_emitted", "omnipulse_triggers_suppressed",
         "omnipulse_triggers_held", "omnipulse_churn_labels", "omnipulse_redis_retries",
+        "omnipulse_channel_orders", "omnipulse_channel_revenue",
     }  # fmt: skip
     gauges = {
         "omnipulse_consumer_lag", "omnipulse_watermark_lag_seconds", "omnipulse_redis_up",
@@ -294,6 +295,10 @@ def test_metrics_after_a_run_carry_every_metric_with_plausible_values(
     assert by_label(m, "omnipulse_redis_pipeline_commands_count", "call")
     assert total(m, "omnipulse_redis_up") == 1
     assert total(m, "omnipulse_redis_retries_total") == 0
+
+    # sales per channel: the orders applied (the duplicate is not), gross value
+    assert by_label(m, "omnipulse_channel_orders_total", "channel") == {"web": 8}
+    assert by_label(m, "omnipulse_channel_revenue_total", "channel") == {"web": 9190.0}
 
     # state: customers known, and the churn model's live figures
     assert total(m, "omnipulse_customers") == 4  # h1, r1, v1, c1
