@@ -135,7 +135,7 @@ def run_engine(
     )
     policy = OutagePolicy(stop=SHUTDOWN)
     with (
-        ops_endpoints(settings, ep, policy, process_index=process_index),
+        ops_endpoints(settings, ep, policy, process_index=process_index, any_port=until_caught_up),
         riding_out_outages(policy),
     ):
         try:
@@ -153,12 +153,19 @@ def run_engine(
 
 @contextmanager
 def ops_endpoints(
-    settings: Settings, ep: Endpoints, policy: OutagePolicy, *, process_index: int = 0
+    settings: Settings,
+    ep: Endpoints,
+    policy: OutagePolicy,
+    *,
+    process_index: int = 0,
+    any_port: bool = False,
 ) -> Iterator[OpsServer]:
     """Serve /metrics, /healthz and /readyz on `engine.http_port` + `process_index`.
 
     Each process of a multi-process engine has its own figures, so each needs
-    its own port; port 0 picks a free one (logged).
+    its own port; port 0 picks a free one (logged). With `any_port` (a catch-up
+    run, often started beside a live engine that holds the port) a port in use
+    falls back to a free one instead of failing.
     """
     keys = Keys(settings.redis.key_prefix, settings.engine.timer_shards)
     client = probe_client(ep.redis_url, PROBE_TIMEOUT_S)
@@ -171,7 +178,14 @@ def ops_endpoints(
         redis_failing=lambda: policy.failing_since,
     )
     port = settings.engine.http_port
-    server = OpsServer("", port + process_index if port else 0, readiness)
+    port = port + process_index if port else 0
+    try:
+        server = OpsServer("", port, readiness)
+    except ConnectorError as ex:
+        if not any_port:
+            raise
+        log.warning("%s; serving on a free port instead", ex)
+        server = OpsServer("", 0, readiness)
     metrics.STATE.customers = lambda: customers_known(client, keys)
     server.start()
     log.info("serving /metrics, /healthz and /readyz on port %d", server.port)

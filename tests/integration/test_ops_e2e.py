@@ -5,6 +5,7 @@ engine rides out a Redis outage, unready meanwhile, and loses no event."""
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +22,8 @@ from engine_harness import Engine, cart, click, make_settings, order, stock
 from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.embedded import EmbeddedRedis, free_port
+from connectors.errors import ConnectorError
+from omnipulse.runner import run_engine
 from omnipulse.settings import TRIGGER_TOPIC_NAMES
 
 pytestmark = pytest.mark.integration
@@ -425,3 +428,22 @@ def test_readyz_follows_a_redis_outage_and_no_event_is_lost(
         assert got["profiles"][cid] == expected["profiles"][cid], cid
     assert got["triggers"] == expected["triggers"]
     assert got["labels"] == expected["labels"]
+
+
+def test_a_port_in_use_stops_a_live_engine_but_not_a_catch_up_run(
+    broker, redis_server, topic_prefix, key_prefix, redis_client
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        engine = Engine(
+            make_settings(
+                broker, redis_server, topic_prefix, key_prefix, engine={"http_port": port}
+            )
+        )
+        engine.send("orders", order("p1", "p1-0", ago(1), "10.00"))
+        engine.run()  # a backfill beside a live engine: served on a free port instead
+        assert engine.stats()["events:orders"] == 1
+        with pytest.raises(ConnectorError, match=f"cannot listen on port {port}"):
+            run_engine(engine.settings, engine.ep, until_caught_up=False)
