@@ -11,7 +11,7 @@ batch is dropped and none is applied halfway.
 Running a pipeline again is exact when it did not reach Redis, which is what
 an outage looks like from here (connection refused or reset before the
 reply). If Redis executed it and went away before answering, the second run
-finds the events' de-duplication markers and the triggers' emitted-once
+finds the events' de-duplication entries and the triggers' emitted-once
 claims already set, like a batch read again after a crash.
 """
 
