@@ -75,6 +75,7 @@ key_prefix = "{keys}"
 
 [engine]
 allowed_lateness = "{lateness}s"
+http_port = 0
 
 [abandoned_cart]
 abandoned_after = "{abandon}s"
