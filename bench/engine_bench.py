@@ -350,6 +350,8 @@ KEY_KINDS = (  # (kind, a substring of its key names), first match wins
     ("daily cap", "}:cap:"),
     ("profile", "{c:"),
     ("anonymous visitors", "{a:"),
+    ("order and SKU trigger claims", "{t:"),
+    ("hourly sales", "{sales"),
 )
 
 
