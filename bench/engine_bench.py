@@ -476,8 +476,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         step("latency", result["latency"]["sent"], args.latency_seconds)
         client.flushall()
+        t0 = time.monotonic()
         result["memory"] = memory(rds.url, args.memory_customers)
-        step("memory", args.memory_customers, 0)
+        step("memory fill", args.memory_customers, time.monotonic() - t0)
     result["total_s"] = time.monotonic() - started
     text = table(result)
     print(text)
