@@ -63,12 +63,17 @@ class Watermark:
     def observe(self, event_ms: int, wall_ms: int, part: str = "") -> bool:
         """Account for an event; True when it is late (before the watermark)."""
         late = event_ms < self.now
-        if event_ms > self.partition_max.get(part, 0):
+        moved = event_ms > self.partition_max.get(part, 0)
+        if moved:
             self.partition_max[part] = event_ms
+        resumed = part in self.ended_at or part not in self.delivering
         self.delivering.add(part)
         self.ended_at.pop(part, None)
-        self.highest_ms = max(self.highest_ms, event_ms)
-        self.settle(wall_ms)
+        if event_ms > self.highest_ms:
+            self.highest_ms = event_ms
+        if moved or resumed:
+            # otherwise nothing the basis depends on changed (most events of a batch)
+            self.settle(wall_ms)
         return late
 
     def caught_up(self, part: str, wall_ms: int) -> None:
