@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -86,6 +86,23 @@ class OutMessage:
     topic: str  # full topic name (prefix included)
     key: bytes | None
     value: bytes
+
+
+@dataclass(slots=True)
+class Confirm:
+    """Not a message: once every message before it is delivered, the sink hands
+    `receipt` to its confirmer (see `KafkaOutput`)."""
+
+    receipt: Any
+
+
+class Confirmer(Protocol):
+    """Told what was delivered: the receipts, and the producer's next offset per
+    "topic#partition" it has written to (full topic names)."""
+
+    def confirm(self, receipts: list[Any], offsets: dict[str, int]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def _part_name(topic: str, partition: int) -> str:
@@ -290,41 +307,73 @@ def producer_config(bootstrap: str, extra: dict[str, str]) -> dict[str, Any]:
     }
 
 
-class _ProducerPartition(StatelessSinkPartition[OutMessage]):
-    def __init__(self, config: dict[str, Any]) -> None:
+class _ProducerPartition(StatelessSinkPartition[OutMessage | Confirm]):
+    def __init__(self, config: dict[str, Any], confirmer: Confirmer | None = None) -> None:
         self._producer = Producer(config)
+        self._confirmer = confirmer
         self._errors: list[str] = []
+        self._next: dict[str, int] = {}  # "topic#p" -> offset after the last delivered
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
         if err is not None:
             self._errors.append(f"{msg.topic()}: {err}")
+            return
+        part = _part_name(msg.topic(), msg.partition())
+        self._next[part] = max(self._next.get(part, 0), msg.offset() + 1)
 
-    def write_batch(self, items: list[OutMessage]) -> None:
+    def write_batch(self, items: list[OutMessage | Confirm]) -> None:
+        receipts = []
         for item in items:
+            if isinstance(item, Confirm):
+                receipts.append(item.receipt)
+                continue
             self._producer.produce(item.topic, item.value, item.key, on_delivery=self._on_delivery)
             self._producer.poll(0)
         # Triggers are claimed in Redis before they get here: make sure they
-        # are on the broker before the next batch is taken.
-        self._producer.flush(30)
-        if self._errors:
+        # are on the broker before they are confirmed and the next batch is taken.
+        left = self._producer.flush(30)
+        if self._errors or left:
             errors, self._errors = self._errors, []
-            raise ConnectorError(f"kafka: {len(errors)} messages not delivered, first: {errors[0]}")
+            first = errors[0] if errors else "delivery timed out"
+            raise ConnectorError(
+                f"kafka_out: {len(errors) + left} messages not delivered, first: {first}"
+            )
+        if receipts and self._confirmer is not None:
+            try:
+                self._confirmer.confirm(receipts, dict(self._next))
+            except Exception as ex:
+                raise ConnectorError(f"kafka_out: confirming delivered triggers: {ex}") from ex
 
     def close(self) -> None:
         self._producer.flush(30)
+        if self._confirmer is not None:
+            self._confirmer.close()
 
 
-class KafkaOutput(DynamicSink[OutMessage]):
-    def __init__(self, config: dict[str, Any]) -> None:
+class KafkaOutput(DynamicSink[OutMessage | Confirm]):
+    """Produces messages; after each batch's delivery reports, hands its `Confirm`
+    receipts to a confirmer made by `confirmer()` in `build` (on the worker)."""
+
+    def __init__(
+        self, config: dict[str, Any], confirmer: Callable[[], Confirmer] | None = None
+    ) -> None:
         self._config = config
+        self._confirmer = confirmer
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProducerPartition:
-        return _ProducerPartition(self._config)
+        return _ProducerPartition(
+            self._config, self._confirmer() if self._confirmer is not None else None
+        )
 
 
-def produce_all(config: dict[str, Any], messages: Iterable[OutMessage]) -> int:
-    """Produce and flush; used outside the dataflow (final timer sweep, replay, simulate)."""
-    part = _ProducerPartition(config)
+def produce_all(
+    config: dict[str, Any],
+    messages: Iterable[OutMessage | Confirm],
+    confirmer: Confirmer | None = None,
+) -> int:
+    """Produce and flush, then confirm; used outside the dataflow (final timer
+    sweep, recovery, replay, simulate). Returns the number of messages."""
+    part = _ProducerPartition(config, confirmer)
     batch = list(messages)
     part.write_batch(batch)
-    return len(batch)
+    return sum(1 for m in batch if isinstance(m, OutMessage))

@@ -7,6 +7,7 @@ import redis
 from bytewax.dataflow import Dataflow
 
 from connectors.kafka_io import KafkaInput, KafkaOutput, consumer_config, producer_config
+from flows.delivery import OutboxConfirmer
 from flows.steps import EngineStep
 from omnipulse.settings import INPUT_TOPICS, Settings
 from state.keys import Keys
@@ -39,5 +40,9 @@ def build_flow(
     )
     step = EngineStep(settings, redis_url=redis_url, live=not until_caught_up, bootstrap=bootstrap)
     out = op.flat_map_batch("apply_and_decide", records, step)
-    op.output("kafka_out", out, KafkaOutput(producer_config(bootstrap, dict(kafka.extra))))
+    sink = KafkaOutput(
+        producer_config(bootstrap, dict(kafka.extra)),
+        confirmer=lambda: OutboxConfirmer(redis_url, keys),
+    )
+    op.output("kafka_out", out, sink)
     return flow

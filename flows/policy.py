@@ -1,16 +1,23 @@
 """Settling a batch's decisions: claims, daily caps, quiet hours, uplift counters.
 
 One round trip writes the labels and timers and settles every trigger (a Lua
-call per customer, a SET NX per SKU/order trigger); a second writes the
-counters that depend on those outcomes and, last, the resume offsets. What
-comes back is the list of trigger records to emit now.
+call per customer, a SET NX per SKU/order trigger), preceded by the
+settlement's outbox entry (`state.outbox`); a second writes the batch's
+counters and, last, the resume offsets. What comes back is the list of trigger
+records to emit now; a `Receipt` for the sink goes to `w.receipts`. The
+counters that describe the settlement's outcome (emitted, suppressed, held,
+uplift exposures) travel with the receipt and are added when delivery is
+confirmed, or by the start-up recovery, so they count each trigger once even
+when a crash makes a batch run twice.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
+
+import orjson
 
 from flows.worker import Worker
 from omnipulse import metrics
@@ -19,6 +26,7 @@ from operators.customer import CustomerLabels
 from operators.policy import MARKETING_KINDS, local_day
 from operators.triggers import Trigger
 from state.ledger import ClaimItem, TriggerLedger
+from state.outbox import Receipt, emission_counters
 
 
 def record_of(t: Trigger) -> dict[str, Any]:
@@ -65,8 +73,18 @@ def settle(
     for cid in release_for:
         items.setdefault(cid, [])
     others = list(other_triggers)
+    token = w.next_token() if items or others else None
 
     pipe = w.store.pipeline()
+    if token is not None:
+        assert w.outbox is not None
+        w.outbox.queue_pending(
+            pipe,
+            token,
+            w.writer,
+            list(items),
+            [(t.trigger_id, orjson.dumps(record_of(t))) for t in others],
+        )
     w.store.queue_commit(pipe, labels, timers, {})
     updates, w.churn_updates = w.churn_updates, {}
     swaps = {
@@ -77,36 +95,32 @@ def settle(
     slots = {}
     for cid, its in items.items():
         its.sort(key=lambda i: (i.event_ts, i.kind, i.trigger_id))
-        slots[cid] = w.ledger.queue_customer(pipe, cid, its, now)
-    other_slots = [w.ledger.queue_other(pipe, t.trigger_id) for t in others]
+        slots[cid] = w.ledger.queue_customer(pipe, cid, its, now, token or "")
+    other_slots = [w.ledger.queue_other(pipe, t.trigger_id, token or "") for t in others]
     replies = w.store.execute(pipe, "settle triggers") if len(pipe) else []
 
     _learn(w, updates, swaps, replies)
     out: list[dict[str, Any]] = []
+    counters: Counter[str] = Counter()
+    with_entry: list[str] = []
     for cid, slot in slots.items():
         result = TriggerLedger.settlement(replies[slot])
         for it, outcome in zip(items[cid], result.outcomes, strict=True):
-            group = "holdout" if it.holdout else "treated"
-            if outcome == "capped":
-                w.counters[f"suppressed:{it.kind}"] += 1
-                continue
-            if outcome == "dup":
-                continue
-            if it.marketing:
-                w.counters[f"uplift:{it.kind}:{group}:sent"] += 1
-            if outcome == "held":
-                w.counters[f"held:{it.kind}"] += 1
-            else:
+            if outcome == "emit":
                 out.append(it.record)
-        for kind, holdout in result.conversions:
-            group = "holdout" if holdout else "treated"
-            w.counters[f"uplift:{kind}:{group}:converted"] += 1
         out.extend(result.released)
+        counters.update(result.counters)
+        if result.outbox:
+            with_entry.append(cid)
     for t, slot in zip(others, other_slots, strict=True):
         if replies[slot]:
             out.append(record_of(t))
-    for rec in out:
-        w.counters[f"emitted:{rec['kind']}"] += 1
+    counters.update(emission_counters(out))
+    if token is not None:
+        if out or with_entry or counters:
+            w.receipts.append(Receipt(token, w.writer, with_entry, dict(counters)))
+        else:
+            w.dropped.append(token)
     flush(w)
     return out
 
@@ -128,9 +142,17 @@ def _learn(w: Worker, updates: dict[str, Any], swaps: dict[str, int], replies: l
 def flush(w: Worker) -> None:
     """The clock, counters, then the resume offsets: written once the batch's state is in."""
     counters, offsets = w.take_counters(), w.take_offsets()
-    if not counters and not offsets and w.clock.max_event_ms <= w.persisted_clock_ms:
+    dropped, w.dropped = w.dropped, []
+    if (
+        not counters
+        and not offsets
+        and not dropped
+        and w.clock.max_event_ms <= w.persisted_clock_ms
+    ):
         return
     pipe = w.store.pipeline()
+    if dropped and w.outbox is not None:
+        w.outbox.queue_drop(pipe, dropped)
     if w.model is not None and w.model_store is not None:
         # right after the labels that consumed the pending vectors it learned
         w.model.queue_snapshot(pipe, w.model_store)

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from connectors.events import Event, Limits, Rejected, parse_record
-from connectors.kafka_io import OutMessage, PartitionMark, Record, Tick
+from connectors.kafka_io import Confirm, OutMessage, PartitionMark, Record, Tick
 from flows.commerce import apply_inventory, bopis, cart_availability
 from flows.customers import Review, apply_customers, due_cart_skus, judge, reviews_of
 from flows.policy import flush, settle
@@ -74,10 +74,11 @@ class EngineStep:
         """The process's churn model figures, for /metrics (None before it is loaded)."""
         return None if self._model is None else self._model.metrics()
 
-    def __call__(self, items: list[Record | Tick | PartitionMark]) -> list[OutMessage]:
+    def __call__(self, items: list[Record | Tick | PartitionMark]) -> list[OutMessage | Confirm]:
         return self.process(items)
 
-    def process(self, items: Sequence[Record | Tick | PartitionMark]) -> list[OutMessage]:
+    def process(self, items: Sequence[Record | Tick | PartitionMark]) -> list[OutMessage | Confirm]:
+        """The batch's messages, then its receipts for the sink to confirm once delivered."""
         w = self.worker()
         wall = wall_ms()
         limits = Limits(
@@ -86,7 +87,7 @@ class EngineStep:
             min_ts_ms=w.settings.engine.min_event_time,
             max_value_bytes=w.settings.engine.max_value_bytes,
         )
-        out: list[OutMessage] = []
+        out: list[OutMessage | Confirm] = []
         events: list[Event] = []
         w.clock.settle(wall)  # a caught-up partition's grace may have run out
         per_topic: dict[str, int] = {}
@@ -129,6 +130,7 @@ class EngineStep:
         timed = sweep(w)
         records.extend(timed)
         out.extend(self.message(rec, w) for rec in records)
+        out.extend(Confirm(r) for r in w.take_receipts())
         done = wall_ms()
         metrics.count_records(per_topic, sum(per_topic.values()))
         metrics.observe_watermark(done, w.clock.now)
@@ -158,13 +160,18 @@ class EngineStep:
 
     def message(self, record: dict[str, Any], w: Worker) -> OutMessage:
         """A trigger record as a Kafka message, stamped with its emission time."""
-        record["emitted_at"] = ms_to_rfc3339(wall_ms())
-        key = next((record[k] for k in SUBJECT_KEYS if record.get(k) is not None), None)
-        return OutMessage(
-            w.settings.kafka.trigger_topic(record["kind"]),
-            key.encode() if key is not None else None,
-            orjson.dumps(record),
-        )
+        return trigger_message(w.settings, record)
+
+
+def trigger_message(settings: Settings, record: dict[str, Any]) -> OutMessage:
+    """A trigger record as a Kafka message, stamped with its emission time."""
+    record["emitted_at"] = ms_to_rfc3339(wall_ms())
+    key = next((record[k] for k in SUBJECT_KEYS if record.get(k) is not None), None)
+    return OutMessage(
+        settings.kafka.trigger_topic(record["kind"]),
+        key.encode() if key is not None else None,
+        orjson.dumps(record),
+    )
 
 
 def process_events(w: Worker, events: list[Event], wall: int) -> list[dict[str, Any]]:

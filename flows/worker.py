@@ -8,6 +8,7 @@ import, never in a step's `__init__`.
 from __future__ import annotations
 
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -26,6 +27,7 @@ from state.keys import Keys
 from state.ledger import TriggerLedger
 from state.locations import LocationStore
 from state.model import ModelStore, SharedChurnModel
+from state.outbox import Outbox, Receipt
 from state.sales import SalesStore
 
 # Live mode: how long a caught-up partition still holds the event-time clock
@@ -70,6 +72,20 @@ class Worker:
     # customer -> (pending vector as read, as decided, labels to learn once taken)
     churn_updates: dict[str, ChurnUpdate] = field(default_factory=dict)
     sales: SalesStore | None = None  # per-channel hourly sales
+    outbox: Outbox | None = None
+    # this worker's producer, as named in outbox entries: unique per process run
+    writer: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    settlements: int = 0
+    receipts: list[Receipt] = field(default_factory=list)  # for the sink, after this batch
+    dropped: list[str] = field(default_factory=list)  # tokens that settled nothing
+
+    def next_token(self) -> str:
+        self.settlements += 1
+        return f"{self.writer}.{self.settlements}"
+
+    def take_receipts(self) -> list[Receipt]:
+        out, self.receipts = self.receipts, []
+        return out
 
     @classmethod
     def connect(
@@ -118,6 +134,7 @@ class Worker:
         )
         w.timers_since = store.timers_since(clock.now)
         w.sales = SalesStore.for_settings(client, s)
+        w.outbox = Outbox(client, keys)
         w.model_store = ModelStore(client, s.redis.key_prefix)
         w.model = model if model is not None else SharedChurnModel(w.model_store.load())
         if bootstrap:

@@ -17,9 +17,18 @@ from connectors.embedded import EmbeddedBroker, EmbeddedRedis
 from connectors.errors import ConnectorError
 from connectors.http import PROBE_TIMEOUT_S, OpsServer, Readiness
 from connectors.kafka_check import check_kafka
-from connectors.kafka_io import RDKAFKA_LOG, SHUTDOWN, produce_all, producer_config
+from connectors.kafka_io import (
+    RDKAFKA_LOG,
+    SHUTDOWN,
+    Confirm,
+    OutMessage,
+    produce_all,
+    producer_config,
+)
 from connectors.locations_file import read_locations
+from flows.delivery import OutboxConfirmer
 from flows.engine import build_flow
+from flows.recovery import recover
 from flows.steps import EngineStep, sweep_once
 from flows.worker import wall_ms
 from omnipulse import metrics
@@ -127,8 +136,13 @@ def run_engine(
 
     While it runs, the process serves /metrics, /healthz and /readyz, and its
     Redis calls wait through a Redis outage instead of failing the dataflow.
+    First, triggers that an earlier run claimed but was killed before confirming
+    are emitted (those not already on the trigger topics), so none is lost or doubled.
     """
     check_redis(ep.redis_url)
+    if process_index == 0:
+        # one recovery per engine: every writer's unconfirmed triggers, once
+        recover(settings, ep.bootstrap, ep.redis_url)
     load_locations(settings, ep)
     flow = build_flow(
         settings, bootstrap=ep.bootstrap, redis_url=ep.redis_url, until_caught_up=until_caught_up
@@ -224,14 +238,20 @@ def finish_timers(settings: Settings, ep: Endpoints) -> int:
     worker = step.worker()
     emitted = 0
     config = producer_config(ep.bootstrap, dict(settings.kafka.extra))
-    # Each pass moves every due review to its next review time, which is
-    # strictly later; the pass limit only guards against a bug looping forever.
-    for _ in range(10_000):
-        records, due = sweep_once(worker)
-        if not due:
-            break
-        msgs = [step.message(rec, worker) for rec in records]
-        emitted += produce_all(config, msgs)
-        # no record caused these: event time alone made them due
-        metrics.observe_triggers(records, wall_ms(), ingest_ms=None, timers=True)
+    keys = Keys(settings.redis.key_prefix, settings.engine.timer_shards)
+    confirmer = OutboxConfirmer(ep.redis_url, keys)
+    try:
+        # Each pass moves every due review to its next review time, which is
+        # strictly later; the pass limit only guards against a bug looping forever.
+        for _ in range(10_000):
+            records, due = sweep_once(worker)
+            if not due:
+                break
+            msgs: list[OutMessage | Confirm] = [step.message(rec, worker) for rec in records]
+            msgs.extend(Confirm(r) for r in worker.take_receipts())
+            emitted += produce_all(config, msgs, confirmer)
+            # no record caused these: event time alone made them due
+            metrics.observe_triggers(records, wall_ms(), ingest_ms=None, timers=True)
+    finally:
+        confirmer.close()
     return emitted

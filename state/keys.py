@@ -6,7 +6,14 @@ layout works on Redis Cluster: a customer's Lua call touches one slot only.
     <p>:{c:<id>}:d          string digests of the applied events of the dedup window (TTL)
     <p>:{c:<id>}:t:<trig>   string emitted-once marker of a customer's trigger (TTL)
     <p>:{c:<id>}:cap:<day>  string marketing triggers on that calendar day (TTL)
-    <p>:{t:<trig>}          string emitted-once marker of a SKU/order trigger (TTL)
+    <p>:{c:<id>}:ob         hash   token -> records and counters of a settlement not yet
+                                   confirmed delivered (the customer's outbox)
+    <p>:{t:<trig>}          string emitted-once marker of a SKU/order trigger (TTL):
+                                   the token of the settlement that claimed it
+    <p>:outbox              hash   token -> pending settlement: writer, customers,
+                                   SKU/order trigger records (until delivered)
+    <p>:outbox:acked        hash   writer -> its last delivered trigger offsets;
+                                   "start" -> trigger topics' end at the last recovery
     <p>:{a:<id>}            hash   anonymous visitor's history (TTL), or "to" once stitched
     <p>:{rfm}:m             zset   customer -> monetary cents, customers with F >= 1
     <p>:{rfm}:agg           hash   sum (cents), count, customers (one slot: one Lua call)
@@ -64,6 +71,19 @@ class Keys:
     def cap(self, profile_key: str, day: int) -> str:
         """Count of the customer's marketing triggers on one calendar day."""
         return f"{profile_key}:cap:{day}"
+
+    def outbox(self, profile_key: str) -> str:
+        """A customer's settlements whose records are not confirmed delivered yet."""
+        return f"{profile_key}:ob"
+
+    @property
+    def pending(self) -> str:
+        """Index of settlements not confirmed delivered yet (token -> what to look at)."""
+        return f"{self.prefix}:outbox"
+
+    @property
+    def acked(self) -> str:
+        return f"{self.prefix}:outbox:acked"
 
     def claim(self, trigger_id: str) -> str:
         """Emitted-once marker of a trigger whose subject is not a customer."""

@@ -1,10 +1,12 @@
 """Emitted-once claims, daily caps, held triggers and uplift exposures in Redis.
 
 A customer's triggers are settled by one Lua call next to the profile
-(`claim_triggers.lua`), so the cap count, the claim and the exposure change
-together. Triggers about a SKU or an order are claimed with a plain SET NX.
-Both are queued on a caller's pipeline, so they share the batch's last round
-trip with the labels, timers and counters.
+(`claim_triggers.lua`), so the cap count, the claim, the exposure and the
+customer's outbox entry (what goes out, until delivered: `state.outbox`)
+change together. Triggers about a SKU or an order are claimed with a SET NX
+whose value is the settlement's token, so a restart can tell which settlement
+won the claim. Both are queued on a caller's pipeline, so they share the
+batch's last round trip with the labels, timers and counters.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ class ClaimItem:
 @dataclass(frozen=True, slots=True)
 class CustomerSettlement:
     outcomes: list[str]  # per item: "emit", "held", "dup" or "capped"
-    conversions: list[tuple[str, bool]]  # (kind, holdout) exposures converted at once
     released: list[dict[str, Any]]  # held records whose quiet hours are over
+    counters: dict[str, int]  # outcome counters, kept in the outbox entry too
+    outbox: bool  # an outbox entry was written under the token
 
 
 class TriggerLedger:
@@ -62,11 +65,11 @@ class TriggerLedger:
         self._claim = client.register_script(source)
 
     def queue_customer(
-        self, pipe: Any, customer_id: str, items: Sequence[ClaimItem], now: int
+        self, pipe: Any, customer_id: str, items: Sequence[ClaimItem], now: int, token: str
     ) -> int:
         """Queue one customer's settlement; returns the reply's index in `pipe`."""
         pkey = self.keys.customer(customer_id)
-        keys = [pkey, self.keys.orders(pkey)]
+        keys = [pkey, self.keys.orders(pkey), self.keys.outbox(pkey)]
         for it in items:
             keys.append(self.keys.trigger(pkey, it.trigger_id))
             keys.append(self.keys.cap(pkey, it.day))
@@ -90,6 +93,7 @@ class TriggerLedger:
             self.uplift_window_ms,
             now,
             orjson.dumps(spec),
+            token,
         ]
         index = len(pipe)
         self._claim(keys=keys, args=args, client=pipe)
@@ -98,14 +102,16 @@ class TriggerLedger:
     @staticmethod
     def settlement(reply: bytes) -> CustomerSettlement:
         r = orjson.loads(reply)
+        counters = r.get("n") or {}
         return CustomerSettlement(
             outcomes=as_list(r.get("out")),
-            conversions=[(k, bool(h)) for k, h in as_list(r.get("conv"))],
             released=[orjson.loads(rec) for rec in as_list(r.get("released"))],
+            counters=dict(counters) if isinstance(counters, dict) else {},
+            outbox=bool(r.get("ob")),
         )
 
-    def queue_other(self, pipe: Any, trigger_id: str) -> int:
+    def queue_other(self, pipe: Any, trigger_id: str, token: str) -> int:
         """Queue the claim of a SKU/order trigger; the reply is truthy when it is new."""
         index = len(pipe)
-        pipe.set(self.keys.claim(trigger_id), 1, nx=True, ex=self.claim_ttl_s)
+        pipe.set(self.keys.claim(trigger_id), token, nx=True, ex=self.claim_ttl_s)
         return index

@@ -11,7 +11,7 @@ import pytest
 from engine_harness import basket, cart, click, make_settings, order, stock, ts
 
 import flows.steps
-from connectors.kafka_io import PartitionMark, Record
+from connectors.kafka_io import OutMessage, PartitionMark, Record
 from flows.steps import EngineStep, sweep_once
 from omnipulse.settings import DLQ_TOPIC
 
@@ -38,7 +38,11 @@ def batch() -> list[Any]:
 
 def run(step: EngineStep) -> list[tuple[str, str]]:
     """Process the batch, then sweep until nothing is due; the trigger ids out."""
-    out = [m for m in step.process(batch()) if not m.topic.endswith(DLQ_TOPIC)]
+    out = [
+        m
+        for m in step.process(batch())
+        if isinstance(m, OutMessage) and not m.topic.endswith(DLQ_TOPIC)
+    ]
     w = step.worker()
     while True:
         records, due = sweep_once(w)
