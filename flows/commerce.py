@@ -59,7 +59,7 @@ def apply_inventory(w: Worker, events: list[Event]) -> InventoryOutcome:
     out = InventoryOutcome()
     pipe = w.store.pipeline()
     if ops:
-        w.inventory.queue(pipe, ops)
+        w.inventory.queue(pipe, ops, w.batch_id())
     pipe.get(w.location_store.keys.locations_version)
     replies = w.store.execute(pipe, "apply inventory ops")
     # Another worker's location changes are picked up from the next batch on.

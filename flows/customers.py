@@ -116,11 +116,17 @@ def apply_customers(w: Worker, events: list[Event], wall: int) -> list[Applied]:
     if not batches:
         return []
     # Round 0: stitching puts the visitor's history first in the customer's list.
-    for (anon, cid), history in store.take_anonymous(stitch_pairs).items():
+    taken = store.take_anonymous(stitch_pairs)
+    for (anon, cid), history in taken.items():
         batches[(cid, False)].insert(
             0, (f"stitch:{anon}", {"k": "st", "ts": 0, "d": 0, "a": history})
         )
-    results, durable = store.apply(dict(batches), w.clock.now, w.clock.max_event_ms)
+    # The basis persisted so far, not this batch's: a batch read again after a
+    # crash must find the clock where it was before the batch (flush moves it).
+    # with ordered input, each call of the batch is named: a batch read again gets
+    # the same replies back (the stitch may be gone from the events by then)
+    first, second = (f"{w.batch}:1", f"{w.batch}:2") if w.batch else ("", "")
+    results, durable = store.apply(dict(batches), w.clock.now, w.persisted_clock_ms, first)
     w.clock.merge(durable, wall)
     redirected: dict[tuple[str, bool], list[tuple[str, dict[str, Any]]]] = defaultdict(list)
     for r in results:
@@ -128,21 +134,20 @@ def apply_customers(w: Worker, events: list[Event], wall: int) -> list[Applied]:
         if r.redirect:
             redirected[(r.redirect, False)].extend(batches[(r.subject, True)])
     if redirected:
-        more, _ = store.apply(dict(redirected), w.clock.now, w.clock.max_event_ms)
+        more, _ = store.apply(dict(redirected), w.clock.now, w.persisted_clock_ms, second)
         results.extend(more)
-    store.update_monetary(results)
+    if w.batch:
+        for subject, anonymous in [*batches, *redirected]:
+            kind = "a" if anonymous else "c"
+            w.replies.append(store.keys.replies(store.keys.subject(kind, subject)))
+    # the M distribution, conversion counters and stitched histories, from the
+    # effects each profile keeps pending until this round has applied them
+    store.update_monetary(results, handed=list(taken))
     record_sales(w, results)
-    for r in results:
-        for kind, holdout in r.conversions:
-            w.counters[f"uplift:{kind}:{_group(holdout)}:converted"] += 1
     # A customer whose events were all duplicates is judged too: the batch may
     # be re-read after a crash that came before its decisions were written,
     # and the claims keep whatever was already emitted from going out twice.
-    return [r for r in results if not r.anonymous and (r.applied or r.duplicates)]
-
-
-def _group(holdout: bool) -> str:
-    return "holdout" if holdout else "treated"
+    return [r for r in results if not r.anonymous and (r.applied or r.duplicates or r.again)]
 
 
 def reviews_of(r: Applied) -> list[Review]:
@@ -211,6 +216,7 @@ def judge(
             ]
             pending = [t for t in due if t is not None]
             out.timers[cid] = (review.timer_seen, min(pending) if pending else None)
+
     return out
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import redis
 
+from omnipulse import metrics
 from state.keys import Keys
 from state.outbox import Outbox
 
@@ -24,6 +25,8 @@ class OutboxConfirmer:
             self._client = redis.Redis.from_url(self._url)
             self._outbox = Outbox(self._client, self._keys)
         self._outbox.confirm(receipts, offsets)
+        for r in receipts:
+            metrics.count_batch(r.counters)  # emitted, suppressed, held, uplift: once delivered
 
     def close(self) -> None:
         if self._client is not None:

@@ -2,15 +2,41 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import bytewax.operators as op
 import redis
 from bytewax.dataflow import Dataflow
 
 from connectors.kafka_io import KafkaInput, KafkaOutput, consumer_config, producer_config
+from connectors.ordered import BatchEnd, OrderedKafkaInput
 from flows.delivery import OutboxConfirmer
 from flows.steps import EngineStep
 from omnipulse.settings import INPUT_TOPICS, Settings
 from state.keys import Keys
+
+
+class BatchesByMarker:
+    """The mapper for ordered input: one engine batch per `BatchEnd`, whatever
+    Bytewax groups into one call (a batch's end decides where offsets are stored)."""
+
+    def __init__(self, step: EngineStep) -> None:
+        self.step = step
+        self._local = threading.local()
+
+    def __call__(self, items: list[Any]) -> list[Any]:
+        held: list[Any] = getattr(self._local, "held", [])
+        out: list[Any] = []
+        for item in items:
+            if isinstance(item, BatchEnd):
+                if held:
+                    out.extend(self.step(held))
+                held = []
+            else:
+                held.append(item)
+        self._local.held = held
+        return out
 
 
 def build_flow(
@@ -27,19 +53,22 @@ def build_flow(
         return {k.decode(): int(v) for k, v in raw.items()}
 
     flow = Dataflow("omnipulse")
-    records = op.input(
-        "kafka_in",
-        flow,
-        KafkaInput(
-            consumer_config(bootstrap, kafka.consumer_group, dict(kafka.extra)),
-            {kafka.topic(t): t for t in INPUT_TOPICS},
-            resume_offsets=resume_offsets,
-            batch_size=settings.engine.batch_size,
-            until_caught_up=until_caught_up,
-        ),
+    source_args: dict[str, Any] = {
+        "resume_offsets": resume_offsets,
+        "batch_size": settings.engine.batch_size,
+        "until_caught_up": until_caught_up,
+    }
+    config = consumer_config(bootstrap, kafka.consumer_group, dict(kafka.extra))
+    topics = {kafka.topic(t): t for t in INPUT_TOPICS}
+    ordered = settings.engine.ordered_input
+    source = (
+        OrderedKafkaInput(config, topics, **source_args)
+        if ordered
+        else KafkaInput(config, topics, **source_args)
     )
+    records = op.input("kafka_in", flow, source)
     step = EngineStep(settings, redis_url=redis_url, live=not until_caught_up, bootstrap=bootstrap)
-    out = op.flat_map_batch("apply_and_decide", records, step)
+    out = op.flat_map_batch("apply_and_decide", records, BatchesByMarker(step) if ordered else step)
     sink = KafkaOutput(
         producer_config(bootstrap, dict(kafka.extra)),
         confirmer=lambda: OutboxConfirmer(redis_url, keys),

@@ -13,6 +13,7 @@ when a crash makes a batch run twice.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -27,6 +28,8 @@ from operators.policy import MARKETING_KINDS, local_day
 from operators.triggers import Trigger
 from state.ledger import ClaimItem, TriggerLedger
 from state.outbox import Receipt, emission_counters
+
+log = logging.getLogger(__name__)
 
 
 def record_of(t: Trigger) -> dict[str, Any]:
@@ -75,7 +78,8 @@ def settle(
     others = list(other_triggers)
     token = w.next_token() if items or others else None
 
-    pipe = w.store.pipeline()
+    # One transaction: a crash leaves all of the settlement or none of it.
+    pipe = w.client.pipeline(transaction=True)
     if token is not None:
         assert w.outbox is not None
         w.outbox.queue_pending(
@@ -85,8 +89,17 @@ def settle(
             list(items),
             [(t.trigger_id, orjson.dumps(record_of(t))) for t in others],
         )
-    w.store.queue_commit(pipe, labels, timers, {})
     updates, w.churn_updates = w.churn_updates, {}
+    exact = w.settings.engine.ordered_input
+    if exact:
+        # one worker takes every pending vector it read: learn first, so the
+        # snapshot goes into this transaction with the swaps that consume them
+        _learn(w, updates, {}, [])
+        if w.model is not None and w.model_store is not None:
+            w.model.queue_snapshot(pipe, w.model_store)
+    # what the decisions counted goes with them; input counters go with the offsets
+    decided = _decision_counters(w)
+    w.store.queue_commit(pipe, labels, timers, decided)
     swaps = {
         cid: w.store.queue_swap(pipe, cid, "cx", u.expected, u.new)
         for cid, u in updates.items()
@@ -97,9 +110,17 @@ def settle(
         its.sort(key=lambda i: (i.event_ts, i.kind, i.trigger_id))
         slots[cid] = w.ledger.queue_customer(pipe, cid, its, now, token or "")
     other_slots = [w.ledger.queue_other(pipe, t.trigger_id, token or "") for t in others]
+    # With ordered input the batch commits in this same transaction (offsets,
+    # clock, counters): a crash leaves the batch wholly done or to be read again.
+    committed = _queue_flush(w, pipe) if exact else None
     replies = w.store.execute(pipe, "settle triggers") if len(pipe) else []
 
-    _learn(w, updates, swaps, replies)
+    if exact:
+        taken = sum(1 for slot in swaps.values() if not replies[slot])
+        if taken:
+            log.warning("churn: %d labels learned that another writer had taken", taken)
+    else:
+        _learn(w, updates, swaps, replies)
     out: list[dict[str, Any]] = []
     counters: Counter[str] = Counter()
     with_entry: list[str] = []
@@ -121,7 +142,31 @@ def settle(
             w.receipts.append(Receipt(token, w.writer, with_entry, dict(counters)))
         else:
             w.dropped.append(token)
-    flush(w)
+    metrics.count_batch(decided)
+    if exact:
+        if committed:
+            _committed(w, *committed)
+    else:
+        flush(w)
+    return out
+
+
+# Counters that describe the input read: written with the resume offsets (flush).
+INPUT_COUNTERS = (
+    "events:",
+    "rejected:",
+    "late",
+    "duplicates",
+    "inventory:duplicate_",
+    "locations:",
+)
+
+
+def _decision_counters(w: Worker) -> dict[str, int]:
+    """Take the counters of decisions made so far (all but the input counters)."""
+    out = {k: n for k, n in w.counters.items() if n and not k.startswith(INPUT_COUNTERS)}
+    for k in out:
+        del w.counters[k]
     return out
 
 
@@ -141,25 +186,62 @@ def _learn(w: Worker, updates: dict[str, Any], swaps: dict[str, int], replies: l
 
 def flush(w: Worker) -> None:
     """The clock, counters, then the resume offsets: written once the batch's state is in."""
+    pipe = w.client.pipeline(transaction=True)
+    queued = _queue_flush(w, pipe)
+    if queued is None:
+        return
+    w.store.execute(pipe, "commit counters and offsets")
+    _committed(w, *queued)
+
+
+def _queue_flush(w: Worker, pipe: Any) -> tuple[dict[str, int], dict[str, int]] | None:
+    """Queue what `flush` writes: (offsets, counters); None when there is nothing."""
     counters, offsets = w.take_counters(), w.take_offsets()
     dropped, w.dropped = w.dropped, []
+    memo, w.memo = w.memo, ""
+    swept, w.sweep_mark = w.sweep_mark, ""
+    sales, w.pending_sales = w.pending_sales, []
     if (
         not counters
+        and not sales
         and not offsets
         and not dropped
+        and not memo
+        and not swept
         and w.clock.max_event_ms <= w.persisted_clock_ms
     ):
-        return
-    pipe = w.store.pipeline()
+        return None
     if dropped and w.outbox is not None:
         w.outbox.queue_drop(pipe, dropped)
+    if memo:
+        w.inventory.forget(pipe, memo)
+    if swept:
+        w.store.queue_swept(pipe, swept)
+    if sales and w.sales is not None:
+        for tallies in sales:
+            w.sales.queue_add(pipe, tallies)
+    for key in w.replies:
+        pipe.delete(key)  # the batch is committed: its apply replies are not needed
+    w.replies = []
     if w.model is not None and w.model_store is not None:
         # right after the labels that consumed the pending vectors it learned
         w.model.queue_snapshot(pipe, w.model_store)
     w.store.queue_clock(pipe, w.clock.max_event_ms)
     w.persisted_clock_ms = w.clock.max_event_ms
+    moved = {
+        part: ms
+        for part, ms in w.clock.partition_max.items()
+        if ms and w.persisted_partitions.get(part) != ms
+    }
+    if moved:
+        w.store.queue_partition_clocks(pipe, moved, w.clock.highest_ms)
+        w.persisted_partitions.update(moved)
     w.store.queue_commit(pipe, {}, {}, counters, offsets)
-    w.store.execute(pipe, "commit counters and offsets")
+    return offsets, counters
+
+
+def _committed(w: Worker, offsets: dict[str, int], counters: dict[str, int]) -> None:
+    """After the commit: count it in the metrics, tell the consumer group (lag tools)."""
     metrics.count_batch(counters)
     if w.committer is not None and offsets:
         # "clicks#0" -> "<prefix>clicks#0": the full topic name, same partition

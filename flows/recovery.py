@@ -21,6 +21,7 @@ import redis
 from connectors.delivered import end_offsets, trigger_ids_since
 from connectors.kafka_io import consumer_config, produce_all, producer_config
 from flows.steps import trigger_message
+from omnipulse import metrics
 from omnipulse.settings import TRIGGER_TOPIC_NAMES, Settings
 from state.keys import Keys
 from state.outbox import Outbox, emission_counters
@@ -69,6 +70,7 @@ def recover(settings: Settings, bootstrap: str, redis_url: str) -> Recovered:
                     [trigger_message(settings, dict(r)) for r in todo],
                 )
         outbox.finish(pending, dict(counters), end_offsets(config, topics))
+    metrics.count_batch(counters)
     done = Recovered(len(pending), sum(len(p.records) for p in pending) - len(todo), len(todo))
     if pending:
         log.info(

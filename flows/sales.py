@@ -24,5 +24,9 @@ def record_sales(w: Worker, results: Sequence[Applied]) -> None:
         return
     assert w.sales is not None
     tallies = tally(orders, sessions, w.rules.tz)
-    w.sales.add(tallies)
+    if w.settings.engine.ordered_input:
+        # with the batch's commit: a batch read again after a crash counts once
+        w.pending_sales.append(tallies)
+    else:
+        w.sales.add(tallies)
     metrics.count_sales((channel, t.placed, t.gross) for (channel, _), t in tallies.items())

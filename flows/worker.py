@@ -11,6 +11,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -65,6 +66,7 @@ class Worker:
     locations: dict[str, Location] = field(default_factory=dict)
     locations_version: int = -1
     persisted_clock_ms: int = 0
+    persisted_partitions: dict[str, int] = field(default_factory=dict)  # "topic#p" -> max ms
     timers_since: int = 0  # cart/journey deadlines before this predate the engine
     committer: OffsetCommitter | None = None  # consumer-group commits, for lag tools
     model_store: ModelStore | None = None
@@ -78,10 +80,24 @@ class Worker:
     settlements: int = 0
     receipts: list[Receipt] = field(default_factory=list)  # for the sink, after this batch
     dropped: list[str] = field(default_factory=list)  # tokens that settled nothing
+    memo: str = ""  # batch id under which a reply was kept, dropped at the commit
+    batch: str = ""  # ordered input: the id of the batch being processed
+    sweep_mark: str = ""  # batch whose sweep pass the next commit completes
+    pending_sales: list[Any] = field(default_factory=list)  # ordered input: for the commit
+    replies: list[str] = field(default_factory=list)  # apply-reply memos, dropped at the commit
 
     def next_token(self) -> str:
         self.settlements += 1
         return f"{self.writer}.{self.settlements}"
+
+    def batch_id(self) -> str:
+        """With ordered input, the id of the batch being processed ("" otherwise).
+
+        A batch is the same after a restart (same start, same end offsets), so
+        state calls keyed by it can give a re-read batch what they gave before.
+        """
+        self.memo = self.batch
+        return self.batch
 
     def take_receipts(self) -> list[Receipt]:
         out, self.receipts = self.receipts, []
@@ -127,11 +143,18 @@ class Worker:
         )
         lateness = int(s.engine.allowed_lateness.total_seconds() * 1000)
         clock = store.watermark(lateness, wall_ms())
-        if live:
+        # where each input partition was: a restart holds the clock as a clean run would
+        persisted = store.partition_clocks()
+        # (not the highest event time: with no partition open yet, the clock
+        # would jump to it before the input's own marks say which ones hold it)
+        clock.partition_max.update(persisted.partitions)
+        if live and not s.engine.ordered_input:
+            # ordered input never lets one partition overtake another: no grace needed
             clock.idle_grace_ms = PARTITION_IDLE_GRACE_MS
         w = cls(
             s, live, client, store, inventory, LocationStore(client, keys), ledger, rules, clock
         )
+        w.persisted_partitions = dict(persisted.partitions)
         w.timers_since = store.timers_since(clock.now)
         w.sales = SalesStore.for_settings(client, s)
         w.outbox = Outbox(client, keys)

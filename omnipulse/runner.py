@@ -234,6 +234,14 @@ def _interrupted(ex: BaseException | None) -> bool:
 
 def finish_timers(settings: Settings, ep: Endpoints) -> int:
     """Sweep due reviews until none is left, emitting their triggers."""
+    # Each pass moves every due review to its next review time, which is
+    # strictly later; the pass limit only guards against a bug looping forever.
+    return sweep_timers(settings, ep, passes=10_000)
+
+
+def sweep_timers(settings: Settings, ep: Endpoints, *, passes: int) -> int:
+    """Up to `passes` sweeps of due reviews at the durable watermark; emits their
+    triggers through the outbox. Returns the number of triggers emitted."""
     step = EngineStep(settings, redis_url=ep.redis_url, live=False)
     worker = step.worker()
     emitted = 0
@@ -241,9 +249,7 @@ def finish_timers(settings: Settings, ep: Endpoints) -> int:
     keys = Keys(settings.redis.key_prefix, settings.engine.timer_shards)
     confirmer = OutboxConfirmer(ep.redis_url, keys)
     try:
-        # Each pass moves every due review to its next review time, which is
-        # strictly later; the pass limit only guards against a bug looping forever.
-        for _ in range(10_000):
+        for _ in range(passes):
             records, due = sweep_once(worker)
             if not due:
                 break

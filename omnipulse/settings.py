@@ -806,6 +806,7 @@ class EngineSettings(_Section):
     allowed_lateness: timedelta = _opt(timedelta(minutes=5), _duration0)
     idle_advance: bool = _opt(True, _bool)
     batch_size: int = _opt(1000, _pos_int)
+    ordered_input: bool = _opt(False, _bool)
     max_future: timedelta = _opt(timedelta(days=1), _pos_duration)
     min_event_time: int = field(  # epoch ms; the file spells it as RFC 3339
         default="2000-01-01T00:00:00Z",  # type: ignore[assignment]

@@ -48,6 +48,15 @@ class Applied:
     conversions: list[tuple[str, bool]] = field(default_factory=list)  # (kind, holdout)
     sent: list[dict[str, Any]] = field(default_factory=list)  # compact events; a mark's i - 1
     dups: list[int] = field(default_factory=list)  # 1-based indices in `sent` not applied
+    again: int = 0  # 1: the reply of the same call of a batch read again after a crash
+    # effects outside the profile's slot not applied yet: {n, m, c (created), conv}
+    pending: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class PartitionClocks:
+    partitions: dict[str, int]  # logical "topic#p" -> highest event time read, ms
+    highest: int
 
 
 def facts_from(state: dict[str, Any], orders: tuple[tuple[int, int], ...]) -> Facts:
@@ -177,6 +186,7 @@ class CustomerStore:
         batches: dict[tuple[str, bool], list[tuple[str, dict[str, Any]]]],
         now: int,
         max_event_ms: int,
+        batch: str = "",
     ) -> tuple[list[Applied], int]:
         """Apply each subject's (event_id, compact event) list; also advance the clock.
 
@@ -188,7 +198,7 @@ class CustomerStore:
         for subject, anonymous in order:
             pkey = self.keys.subject("a" if anonymous else "c", subject)
             events = batches[(subject, anonymous)]
-            keys = [pkey, self.keys.orders(pkey), self.keys.dedup(pkey)]
+            keys = [pkey, self.keys.orders(pkey), self.keys.dedup(pkey), self.keys.replies(pkey)]
             args = [
                 self.dedup_ttl_s,
                 self.window_days,
@@ -199,6 +209,7 @@ class CustomerStore:
                 self.uplift_window_ms,
                 self.abandoned_after_ms,
                 b"".join(event_digest(eid) for eid, _ in events),
+                batch,
             ]
             self._apply(keys=keys, args=args, client=pipe)
         self._clock(keys=[self.keys.clock], args=[max_event_ms], client=pipe)
@@ -223,32 +234,57 @@ class CustomerStore:
                     conversions=[(k, bool(h)) for k, h in as_list(r.get("conversions"))],
                     sent=[ev for _, ev in batches[(subject, anonymous)]],
                     dups=[int(i) for i in as_list(r.get("dups"))],
+                    again=int(r.get("again") or 0),
+                    pending=r.get("pe") if isinstance(r.get("pe"), dict) else None,
                 )
             )
         return results, int(replies[-1])
 
-    def update_monetary(self, results: Sequence[Applied]) -> None:
-        """Keep the live M distribution (customers with F >= 1) and its mean."""
+    def update_monetary(
+        self, results: Sequence[Applied], handed: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        """Keep the live M distribution (customers with F >= 1) and its mean.
+
+        Applies each profile's pending effects (`pe`, left by apply_customer.lua)
+        and deletes them in one transaction, with the conversion counters and the
+        stitched visitors' histories (`handed`: (anonymous id, customer id)), so
+        a crash before or after this round leaves them counted exactly once.
+        """
         args: list[str | int] = []
         delta_sum = delta_count = created = 0
-        for a in results:
-            if a.anonymous or not a.applied:
+        pipe = self.client.pipeline(transaction=True)
+        # a customer can come back twice (its own events, then a stitched
+        # visitor's): the last reply holds its final state, the effects are one
+        last = {a.subject: a for a in results if not a.anonymous}
+        for a in last.values():
+            pe = a.pending
+            if pe is None:
                 continue
+            old_n, old_m = int(pe.get("n") or 0), int(pe.get("m") or 0)
             new_n, new_m = int(a.final.get("n", 0)), int(a.final.get("m", 0))
-            was, now_in = a.old_n >= 1, new_n >= 1
+            was, now_in = old_n >= 1, new_n >= 1
             if now_in or was:
                 args += [a.subject, int(now_in), new_m]
-            delta_sum += (new_m if now_in else 0) - (a.old_m if was else 0)
+            delta_sum += (new_m if now_in else 0) - (old_m if was else 0)
             delta_count += int(now_in) - int(was)
-            created += int(a.created)
+            created += 1 if pe.get("c") else 0
+            for kind, holdout in as_list(pe.get("conv")):
+                group = "holdout" if holdout else "treated"
+                pipe.hincrby(self.keys.stats, f"uplift:{kind}:{group}:converted", 1)
+            pipe.hdel(self.keys.customer(a.subject), "pe")
         if args or delta_sum or delta_count or created:
-            call(
-                lambda: self._monetary_update(
-                    keys=[self.keys.monetary, self.keys.agg],
-                    args=[*args, delta_sum, delta_count, created],
-                ),
-                "update monetary distribution",
+            self._monetary_update(
+                keys=[self.keys.monetary, self.keys.agg],
+                args=[*args, delta_sum, delta_count, created],
+                client=pipe,
             )
+        for anon, cid in handed:
+            key = self.keys.subject("a", anon)
+            pipe.delete(key)
+            pipe.hset(key, "to", cid)
+            pipe.expire(key, ANON_TTL_S)
+        if len(pipe):
+            execute(pipe, "update monetary distribution")
 
     def monetary_positions(self, values: Sequence[int]) -> tuple[list[tuple[int, int]], int, int]:
         """For each value: (customers below, customers equal); plus count and sum."""
@@ -303,6 +339,21 @@ class CustomerStore:
         """Persist the watermark basis (kept only if ahead of the stored one)."""
         self._clock(keys=[self.keys.clock], args=[basis_ms], client=pipe)
 
+    def queue_partition_clocks(self, pipe: Any, partitions: dict[str, int], highest: int) -> None:
+        """Persist the highest event time read per input partition, and overall."""
+        fields: dict[str, int] = {f"p:{part}": ms for part, ms in partitions.items()}
+        fields["highest_ms"] = highest
+        pipe.hset(self.keys.clock, mapping=fields)
+
+    def queue_swept(self, pipe: Any, batch: str) -> None:
+        """Record that the timer sweep pass of `batch` is done."""
+        pipe.hset(self.keys.clock, "swept", batch)
+
+    def swept(self) -> str:
+        """The batch whose timer sweep pass was done last ("" if none)."""
+        raw = call(lambda: self.client.hget(self.keys.clock, "swept"), "read the clock")
+        return raw.decode() if raw else ""
+
     def queue_swap(
         self, pipe: Any, customer_id: str, name: str, expected: str | None, new: str | None
     ) -> int:
@@ -347,6 +398,18 @@ class CustomerStore:
 
     def clock_max(self) -> int:
         return int(call(lambda: self.client.hget(self.keys.clock, "max_event_ms") or 0))
+
+    def partition_clocks(self) -> PartitionClocks:
+        """What `queue_partition_clocks` stored (empty on a fresh store)."""
+        raw = call(lambda: self.client.hgetall(self.keys.clock), "read the clock")
+        out = PartitionClocks({}, 0)
+        for k, v in raw.items():
+            name = k.decode()
+            if name.startswith("p:"):
+                out.partitions[name[2:]] = int(v)
+            elif name == "highest_ms":
+                out.highest = int(v)
+        return out
 
     def timers_since(self, now: int) -> int:
         """Event time from which cart and journey deadlines are this engine's own.

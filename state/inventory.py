@@ -105,8 +105,11 @@ class InventoryStore:
         self.params = params
         self._script = client.register_script(_load("inventory.lua"))
 
-    def queue(self, pipe: Any, ops: list[dict[str, Any]]) -> None:
+    def queue(self, pipe: Any, ops: list[dict[str, Any]], memo: str = "") -> None:
         """Add one script call that runs all `ops` to the caller's pipeline.
+
+        With a `memo` id the reply is kept, and a later call with the same id
+        returns it unchanged instead of running the ops (`forget` drops it).
 
         Raises ValueError for a malformed op before anything is queued: a Lua
         error half-way would leave the ops before it applied.
@@ -123,8 +126,13 @@ class InventoryStore:
             p.min_history_days,
             p.cover_days,
             orjson.dumps(ops),
+            memo,
         ]
         self._script(keys=[self.keys.inv_base], args=args, client=pipe)
+
+    def forget(self, pipe: Any, memo: str) -> None:
+        """Queue dropping a kept reply: its batch is committed, never read again."""
+        pipe.delete(self.keys.inv_memo(memo))
 
     def parse(self, reply: Any) -> InventoryResult:
         """Decode the reply of the call `queue` added."""

@@ -4,6 +4,8 @@ layout works on Redis Cluster: a customer's Lua call touches one slot only.
     <p>:{c:<id>}            hash   profile (RFM facts, rings, cart, labels)
     <p>:{c:<id>}:o          hash   order_id -> "ts|net_cents|state" (pruned past retention)
     <p>:{c:<id>}:d          string digests of the applied events of the dedup window (TTL)
+    <p>:{c:<id>}:r          hash   ordered input: (batch, digests) -> apply reply, until
+                                   the batch commits (a batch read again gets it back)
     <p>:{c:<id>}:t:<trig>   string emitted-once marker of a customer's trigger (TTL)
     <p>:{c:<id>}:cap:<day>  string marketing triggers on that calendar day (TTL)
     <p>:{c:<id>}:ob         hash   token -> records and counters of a settlement not yet
@@ -18,7 +20,8 @@ layout works on Redis Cluster: a customer's Lua call touches one slot only.
     <p>:{rfm}:m             zset   customer -> monetary cents, customers with F >= 1
     <p>:{rfm}:agg           hash   sum (cents), count, customers (one slot: one Lua call)
     <p>:timers:{<shard>}    zset   customer -> event time of the next time-driven review
-    <p>:clock               hash   max_event_ms: the durable watermark basis
+    <p>:clock               hash   max_event_ms: the durable watermark basis; p:<topic#p>
+                                   and highest_ms: latest event time read per partition
     <p>:stats               hash   counters: events, rejects, duplicates, triggers
     <p>:offsets             hash   "topic/partition" -> next offset to read
     <p>:{sales:<hour>}      hash   "<channel>|<o|x|r|g|f|s>" -> sales of one hour (TTL)
@@ -36,6 +39,8 @@ touch several SKUs atomically (one slot, also on Redis Cluster):
     <p>:{inv}:lp            hash   sku -> list price, cents
     <p>:{inv}:a:<order>     string allocation plan (JSON) or "released" tombstone (TTL)
     <p>:{inv}:e:<event>     string dedup marker of an applied stock event or sale (TTL)
+    <p>:{inv}:r:<batch>     string reply of a batch's inventory call, until the batch
+                                   is committed (ordered input only)
     <p>:{inv}:loc           hash   location_id -> location record (JSON)
     <p>:{inv}:geo           geo    active locations
     <p>:{inv}:locv          string version counter of the location table
@@ -61,6 +66,10 @@ class Keys:
 
     def orders(self, profile_key: str) -> str:
         return f"{profile_key}:o"
+
+    def replies(self, profile_key: str) -> str:
+        """Ordered input: the customer's apply replies of the batch being processed."""
+        return f"{profile_key}:r"
 
     def dedup(self, profile_key: str) -> str:
         return f"{profile_key}:d"
@@ -139,6 +148,9 @@ class Keys:
 
     def inv_alloc(self, order_id: str) -> str:
         return f"{self.inv_base}:a:{order_id}"
+
+    def inv_memo(self, batch: str) -> str:
+        return f"{self.inv_base}:r:{batch}"
 
     def inv_dedup(self, event_id: str) -> str:
         return f"{self.inv_base}:e:{event_id}"

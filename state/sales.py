@@ -52,10 +52,16 @@ class SalesStore:
 
     def add(self, tallies: dict[tuple[str, int], Tally]) -> None:
         """Add a batch's bucket increments: one pipeline, one script call per hour."""
+        pipe = self.client.pipeline(transaction=False)
+        self.queue_add(pipe, tallies)
+        if len(pipe):
+            execute(pipe, "add hourly sales")
+
+    def queue_add(self, pipe: Any, tallies: dict[tuple[str, int], Tally]) -> None:
+        """Queue `add`'s script calls on a caller's pipeline (a batch's commit)."""
         by_hour: dict[int, list[tuple[str, Tally]]] = defaultdict(list)
         for (channel, hour), t in tallies.items():
             by_hour[hour].append((channel, t))
-        pipe = self.client.pipeline(transaction=False)
         for hour, rows in sorted(by_hour.items()):
             keys = [self.keys.sales(hour)]
             args = []
@@ -71,8 +77,6 @@ class SalesStore:
                 args=[self.retention_s, self.session_ttl_s, orjson.dumps(args)],
                 client=pipe,
             )
-        if len(pipe):
-            execute(pipe, "add hourly sales")
 
     def read(self, hours: Sequence[int]) -> list[ChannelHour]:
         """The buckets of the given hour starts that have figures, by hour then channel."""

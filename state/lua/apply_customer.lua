@@ -12,6 +12,10 @@
 -- ARGV[7]   uplift window, ms: an order this soon after a trigger converts it
 -- ARGV[8]   abandoned_after, ms: a cart's deadline after its last activity
 -- ARGV[9]   the events' digests, DIGEST bytes each, same order as the events
+-- ARGV[10]  batch call id ("" = none) and KEYS[4] the customer's reply memo hash:
+--           the reply is kept under the call id, and the same call of a batch
+--           read again after a crash gets it back (with `again` set and the
+--           current pending effects) instead of seeing its events as duplicates
 --
 -- The dedup record is one string of fixed-size entries, in the order applied:
 -- an event's digest (a 48-bit hash of its event_id) and its event time in
@@ -22,7 +26,7 @@
 -- Every update is order-insensitive where it can be (min/max/sums), so two
 -- workers or a late event converge on the same state. Returns a JSON object:
 -- {applied, dup, dups=[index of each duplicate event], redirect?, old={n,m}, final={...},
---  marks=[...], orders=[[ts,net]...], conversions=[[kind, holdout]...]}
+--  marks=[...], orders=[[ts,net]...], conversions=[[kind, holdout]...], pe?, again?}
 
 local P, O = KEYS[1], KEYS[2]
 local dedup_ttl = tonumber(ARGV[1])
@@ -34,8 +38,21 @@ local events = cjson.decode(ARGV[6])
 local uplift_ms = tonumber(ARGV[7])
 local after_ms = tonumber(ARGV[8])
 local digests = ARGV[9]
+local batch = ARGV[10] or ''
+local memo_field = batch ~= '' and batch or nil
 local D = KEYS[3]
 local DIGEST, ENTRY, MAX_DIGESTS = 6, 10, 1000
+
+if memo_field then
+  local kept = redis.call('HGET', KEYS[4], memo_field)
+  if kept then
+    local r = cjson.decode(kept)
+    r.again = 1
+    local pe_now = redis.call('HGET', P, 'pe')
+    r.pe = pe_now and cjson.decode(pe_now) or nil
+    return cjson.encode(r)
+  end
+end
 
 -- A visitor already stitched to a customer: hand the events to that customer.
 local to = redis.call('HGET', P, 'to')
@@ -45,7 +62,7 @@ end
 
 local F = {'fa', 'la', 'fo', 'lo', 'n', 'm', 'vd', 'cd', 'cat', 'pd', 'lod', 'cart', 'ca', 's', 't', 'iv', 'ev',
            'cov', 'ls', 'lst', 'lpos', 'lpt', 'up', 'acf', 'acl', 'js', 'hq', 'lap', 'alc',
-           'chs', 'cx', 'csa', 'nab', 'cs'}
+           'chs', 'cx', 'csa', 'nab', 'cs', 'pe'}
 local raw = redis.call('HMGET', P, unpack(F))
 local p = {}
 for i, name in ipairs(F) do p[name] = raw[i] end
@@ -359,6 +376,18 @@ if applied > 0 then
   redis.call('SET', D, kept, 'EX', dedup_ttl)
 end
 
+-- Effects outside this slot (the M distribution, conversion counters) stay in
+-- the profile as 'pe' until the caller has applied them and deleted it in one
+-- transaction (CustomerStore.update_monetary): a batch read again after a crash
+-- in between finds them still pending, and they count once.
+local pe = p.pe and cjson.decode(p.pe) or nil
+if applied > 0 and anon_ttl == 0 then
+  if pe == nil then pe = {n = old_n, m = old_m, c = 0, conv = {}} end
+  if (not was_known) and fa ~= nil then pe.c = 1 end
+  for _, c in ipairs(conversions) do table.insert(pe.conv, c) end
+  redis.call('HSET', P, 'pe', cjson.encode(pe))
+end
+
 -- order records: drop those past retention, report the counted ones
 local orders = {}
 local all = redis.call('HGETALL', O)
@@ -372,7 +401,7 @@ for i = 1, #all, 2 do
   end
 end
 
-return cjson.encode({
+local reply = cjson.encode({
   applied = applied, dup = dup, dups = dups, created = (not was_known) and fa ~= nil,
   old = {n = old_n, m = old_m},
   final = {n = n, m = m, fa = fa, la = la, fo = fo, lo = lo, pd = pd,
@@ -381,5 +410,10 @@ return cjson.encode({
            acf = acf, acl = num(p.acl), js = p.js, hq = p.hq, lap = lap, alc = alc,
            vd = vd, cd = cd, chs = chs, cx = p.cx or nil, csa = num(p.csa), nab = num(p.nab),
            cs = num(p.cs)},
-  marks = marks, orders = orders, conversions = conversions,
+  marks = marks, orders = orders, conversions = conversions, pe = pe,
 })
+if memo_field then
+  redis.call('HSET', KEYS[4], memo_field, reply)
+  redis.call('EXPIRE', KEYS[4], 86400)
+end
+return reply

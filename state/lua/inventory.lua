@@ -17,11 +17,19 @@
 -- ARGV[6]   closed demand days needed before a derived reorder point is used
 -- ARGV[7]   cover days of a derived order-up-to level
 -- ARGV[8]   operations, a JSON array (see state/inventory.py)
+-- ARGV[9]   batch id, or "": the reply is kept under <base>:r:<id> and a call
+--           with the same id gets it back unchanged (a batch read again after a
+--           crash before its decisions were written sees what the first reading saw)
 --
 -- Returns a JSON object {results = [one per op], reorders = [...]}. Floats in
 -- reorders are strings ('%.17g'): cjson would round them to 14 digits.
 
 local B = KEYS[1]
+local memo = (ARGV[9] and ARGV[9] ~= '') and (B .. ':r:' .. ARGV[9]) or nil
+if memo then
+  local seen = redis.call('GET', memo)
+  if seen then return seen end
+end
 local dedup_ttl = tonumber(ARGV[1])
 local alloc_ttl = tonumber(ARGV[2])
 local z = tonumber(ARGV[3])
@@ -323,4 +331,6 @@ for _, m in ipairs(loaded) do
   end
 end
 
-return cjson.encode({results = results, reorders = reorders})
+local reply = cjson.encode({results = results, reorders = reorders})
+if memo then redis.call('SET', memo, reply, 'EX', dedup_ttl) end
+return reply
