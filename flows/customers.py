@@ -142,7 +142,13 @@ def apply_customers(w: Worker, events: list[Event], wall: int) -> list[Applied]:
             w.replies.append(store.keys.replies(store.keys.subject(kind, subject)))
     # the M distribution, conversion counters and stitched histories, from the
     # effects each profile keeps pending until this round has applied them
-    store.update_monetary(results, handed=list(taken))
+    if w.batch:
+        # with ordered input the histories go at the commit: a batch read
+        # again must see the same events, stitches included
+        w.handed.extend(taken)
+        store.update_monetary(results)
+    else:
+        store.update_monetary(results, handed=list(taken))
     record_sales(w, results)
     # A customer whose events were all duplicates is judged too: the batch may
     # be re-read after a crash that came before its decisions were written,

@@ -204,6 +204,7 @@ def _queue_flush(w: Worker, pipe: Any) -> tuple[dict[str, int], dict[str, int]] 
     if (
         not counters
         and not sales
+        and not w.handed
         and not offsets
         and not dropped
         and not memo
@@ -223,6 +224,9 @@ def _queue_flush(w: Worker, pipe: Any) -> tuple[dict[str, int], dict[str, int]] 
     for key in w.replies:
         pipe.delete(key)  # the batch is committed: its apply replies are not needed
     w.replies = []
+    if w.handed:
+        w.store.queue_handed(pipe, w.handed)
+        w.handed = []
     if w.model is not None and w.model_store is not None:
         # right after the labels that consumed the pending vectors it learned
         w.model.queue_snapshot(pipe, w.model_store)

@@ -85,6 +85,7 @@ class Worker:
     sweep_mark: str = ""  # batch whose sweep pass the next commit completes
     pending_sales: list[Any] = field(default_factory=list)  # ordered input: for the commit
     replies: list[str] = field(default_factory=list)  # apply-reply memos, dropped at the commit
+    handed: list[tuple[str, str]] = field(default_factory=list)  # stitched, for the commit
 
     def next_token(self) -> str:
         self.settlements += 1

@@ -278,13 +278,17 @@ class CustomerStore:
                 args=[*args, delta_sum, delta_count, created],
                 client=pipe,
             )
+        self.queue_handed(pipe, handed)
+        if len(pipe):
+            execute(pipe, "update monetary distribution")
+
+    def queue_handed(self, pipe: Any, handed: Sequence[tuple[str, str]]) -> None:
+        """Drop stitched visitors' histories, merged now: only the "to" marker stays."""
         for anon, cid in handed:
             key = self.keys.subject("a", anon)
             pipe.delete(key)
             pipe.hset(key, "to", cid)
             pipe.expire(key, ANON_TTL_S)
-        if len(pipe):
-            execute(pipe, "update monetary distribution")
 
     def monetary_positions(self, values: Sequence[int]) -> tuple[list[tuple[int, int]], int, int]:
         """For each value: (customers below, customers equal); plus count and sum."""
