@@ -36,6 +36,9 @@ from operators.triggers import Trigger
 
 REVIEW_EVERY_MS = 30 * DAY_MS
 ACTIVE_FOR_MS = 365 * DAY_MS
+# Due churn reviews taken before one decision point: a year of 30-day reviews
+# and their horizons, with room to spare (each step moves the next one later).
+MAX_CATCH_UP = 64
 
 
 def churn_step(
@@ -66,7 +69,9 @@ def churn_step(
     # `facts` are as of the review (operators.customer.as_of); a clamped
     # judgement time may be later than the review, so cut again at `now`
     facts = as_of(facts, now)
-    past = [o for o in facts.orders if o[0] <= now]
+    # An order at the same instant but later in the batch is not in the mark's
+    # count: keep as many orders as the mark counts, the earliest first.
+    past = sorted(o for o in facts.orders if o[0] <= now)[: facts.frequency]
     frequency, monetary, last_order = facts.frequency, facts.monetary_cents, facts.last_order_ms
     if frequency < 1 or last_order is None:
         return []
@@ -79,8 +84,8 @@ def churn_step(
     if not (new_order or periodic):
         return []
     # the customer as of `now`: the mark's F/M/last order, the labels just
-    # judged, orders up to now (a catch-up batch already holds later ones)
-    channels = state.get("chs") if isinstance(state.get("chs"), dict) else {}
+    # judged, orders up to now (a catch-up batch already holds later ones);
+    # the rings and the channels' first use are cut at `now` by `features`
     profile_now = {
         **state,
         "n": frequency,
@@ -88,7 +93,6 @@ def churn_step(
         "lo": last_order,
         "s": lab.segment,
         "t": lab.tier,
-        **{f"c:{k}": v for k, v in channels.items() if v <= now},
     }
     inputs = ChurnInputs.from_profile(profile_now, past, abandoned_carts=lab.abandoned_carts)
     x = features(inputs, now, today=local_day(now, w.rules.tz), window_days=rules.window_days)
@@ -103,6 +107,34 @@ def churn_step(
     if heuristic(x, rules.interval_increase, rules.activity_drop):
         cause = f"heuristic|{last_order}"  # once per gap since the last order
         out.append(_trigger(w, cid, "interval_and_activity_drop", cause, now, score, x, holdout))
+    return out
+
+
+def churn_step_at(
+    w: Worker,
+    cid: str,
+    lab: CustomerLabels,
+    facts: Facts,
+    state: dict[str, Any],
+    now: int,
+    holdout: bool,
+) -> list[Trigger]:
+    """`churn_step` at `now`, after the reviews and horizons that fell due before it.
+
+    A catch-up batch can hold a customer's order from after a review was due
+    but before the timer sweep reached it; the review would then find a newer
+    score and be skipped, so which scoring points exist (and which labels are
+    learned) would depend on batching. Taking the due ones first, on the facts
+    as they stood then, makes them the same as in a live run.
+    """
+    out: list[Trigger] = []
+    before = as_of(facts, now - 1)
+    for _ in range(MAX_CATCH_UP):
+        due = next_churn_ms(lab, before, w.rules.churn.horizon_ms)
+        if due is None or due >= now:
+            break
+        out.extend(churn_step(w, cid, lab, facts, state, due, holdout))
+    out.extend(churn_step(w, cid, lab, facts, state, now, holdout))
     return out
 
 

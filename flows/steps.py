@@ -126,7 +126,7 @@ class EngineStep:
                     w.counters["late"] += w.clock.observe(parsed.ts, wall, part)
                 events.append(parsed)
         records = process_events(w, events, wall)
-        timed = sweep(w)
+        timed = sweep(w, drain=not self.live)
         records.extend(timed)
         out.extend(self.message(rec, w) for rec in records)
         done = wall_ms()
@@ -187,9 +187,18 @@ def process_events(w: Worker, events: list[Event], wall: int) -> list[dict[str, 
     )
 
 
-def sweep(w: Worker) -> list[dict[str, Any]]:
-    """Time-driven reviews that the watermark has made due."""
-    return sweep_once(w)[0]
+def sweep(w: Worker, drain: bool = False) -> list[dict[str, Any]]:
+    """Time-driven reviews that the watermark has made due.
+
+    Live, one bounded pass per batch keeps latency flat. A catch-up run drains
+    them all: otherwise the reviews fall behind the events, and what they
+    decide (churn labels at the horizon, above all) comes out of time order.
+    """
+    out, due = sweep_once(w)
+    while drain and due >= SWEEP_LIMIT:
+        more, due = sweep_once(w)
+        out.extend(more)
+    return out
 
 
 def sweep_once(w: Worker) -> tuple[list[dict[str, Any]], int]:
