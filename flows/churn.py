@@ -63,8 +63,8 @@ def churn_step(
         returned = any(label_on_order(p, ts, h) is not None for ts, _ in facts.orders if ts <= now)
         y = RETAINED if returned else label_at_watermark(p, now, h)
         if y is not None:
-            # learned in settle, once the pending vector is taken in Redis
-            update.learn.append((pending["x"], y, pending.get("b")))
+            # queued for the learner in settle, with the swap that takes the vector
+            update.learn.append((p.scored_at, pending["x"], y, pending.get("b")))
             lab.churn_pending = update.new = pending = None
     # `facts` are as of the review (operators.customer.as_of); a clamped
     # judgement time may be later than the review, so cut again at `now`

@@ -69,6 +69,7 @@ def settle(
     pipe = w.store.pipeline()
     w.store.queue_commit(pipe, labels, timers, {})
     updates, w.churn_updates = w.churn_updates, {}
+    _queue_labels(w, pipe, updates)
     swaps = {
         cid: w.store.queue_swap(pipe, cid, "cx", u.expected, u.new)
         for cid, u in updates.items()
@@ -111,29 +112,42 @@ def settle(
     return out
 
 
+def _queue_labels(w: Worker, pipe: Any, updates: dict[str, Any]) -> None:
+    """Queue the decided labels for the learner, ahead of the swaps that take their vectors.
+
+    A label's id is the customer and the time of the score it labels. If the
+    swap then fails (another worker took the vector first, and queued the same
+    id) or the batch is read again after a crash, the learner sees the id twice
+    and learns it once.
+    """
+    assert w.model_store is not None
+    for cid, u in updates.items():
+        for t, x, y, base in u.learn:
+            w.model_store.queue_label(pipe, f"{cid}|{t}", x, y, base)
+
+
 def _learn(w: Worker, updates: dict[str, Any], swaps: dict[str, int], replies: list[Any]) -> None:
-    """Learn the labels whose pending vector this worker took (never twice)."""
-    assert w.model is not None
+    """Count the labels whose pending vector this worker took."""
     for cid, u in updates.items():
         if not u.learn:
             continue
         if cid in swaps and not replies[swaps[cid]]:
             w.counters["churn:label_taken_elsewhere"] += 1
             continue
-        for x, y, base in u.learn:
-            w.model.learn_one(x, y, baseline=base)
+        for _, _, y, _ in u.learn:
             w.counters[f"churn:labels_{'churned' if y else 'retained'}"] += 1
 
 
 def flush(w: Worker) -> None:
     """The clock, counters, then the resume offsets: written once the batch's state is in."""
     counters, offsets = w.take_counters(), w.take_offsets()
+    if w.model is not None and w.model_store is not None:
+        # the labels this batch queued are learned now (if this process is the
+        # learner), so the next batch scores with them, as a lone worker would
+        w.model.sync(w.model_store, remember_ms=w.dedup_ttl_ms)
     if not counters and not offsets and w.clock.max_event_ms <= w.persisted_clock_ms:
         return
     pipe = w.store.pipeline()
-    if w.model is not None and w.model_store is not None:
-        # right after the labels that consumed the pending vectors it learned
-        w.model.queue_snapshot(pipe, w.model_store)
     w.store.queue_clock(pipe, w.clock.max_event_ms)
     w.persisted_clock_ms = w.clock.max_event_ms
     w.store.queue_commit(pipe, {}, {}, counters, offsets)

@@ -120,7 +120,13 @@ def cmd_model(args: argparse.Namespace) -> int:
         store = ModelStore(r, settings.redis.key_prefix)
         header = store.header()
         model = store.load()
-    report = {**model.metrics(), "saved_at": (header or {}).get("saved_at")}
+        queued = store.queued()
+    report = {
+        **model.metrics(),
+        "saved_at": (header or {}).get("saved_at"),
+        "version": (header or {}).get("version"),
+        "labels_queued": queued,
+    }
     if args.json:
         print(orjson.dumps({**report, "description": model.describe()}).decode())
         return 0

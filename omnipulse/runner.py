@@ -234,4 +234,7 @@ def finish_timers(settings: Settings, ep: Endpoints) -> int:
         emitted += produce_all(config, msgs)
         # no record caused these: event time alone made them due
         metrics.observe_triggers(records, wall_ms(), ingest_ms=None, timers=True)
+    if worker.model is not None and worker.model_store is not None:
+        # every queued label into the snapshot, whoever held the learner's lease
+        worker.model.sync(worker.model_store, remember_ms=worker.dedup_ttl_ms, force=True)
     return emitted

@@ -39,7 +39,7 @@ def test_saved_model_restores_with_its_metrics_and_labels(
     model = trained()
     store = ModelStore(redis_client, key_prefix)
     header = store.save(model, now_ms=1_780_000_000_000)
-    assert store.key == f"{key_prefix}:model:churn"
+    assert store.key == f"{key_prefix}:{{model}}:churn"
     assert header["format"] == FORMAT_VERSION and header["labels"] == 500
     assert store.header() == header
 
@@ -62,7 +62,7 @@ def test_missing_snapshot_gives_a_fresh_model_and_a_warning(
     with caplog.at_level(logging.WARNING, logger="state.model"):
         model = store.load()
     assert model.metrics()["labels"] == 0
-    assert f"no snapshot at {key_prefix}:model:churn" in caplog.text
+    assert f"no snapshot at {key_prefix}:{{model}}:churn" in caplog.text
     assert store.header() is None
 
 
@@ -111,11 +111,11 @@ def test_unusable_snapshot_gives_a_fresh_model_and_a_warning(
 
 
 def test_redis_failure_is_a_state_error(redis_client: redis.Redis, key_prefix: str) -> None:
-    redis_client.set(f"{key_prefix}:model:churn", "a string, not a hash")
+    redis_client.set(f"{key_prefix}:{{model}}:churn", "a string, not a hash")
     store = ModelStore(redis_client, key_prefix)
-    with pytest.raises(StateError, match="model:churn"):
+    with pytest.raises(StateError, match=r"\{model\}:churn"):
         store.load()
-    with pytest.raises(StateError, match="model:churn"):
+    with pytest.raises(StateError, match=r"\{model\}:churn"):
         store.save(ChurnModel())
 
     nothing_listens = redis.Redis(
