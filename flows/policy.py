@@ -148,7 +148,7 @@ def flush(w: Worker) -> None:
     if not counters and not offsets and w.clock.max_event_ms <= w.persisted_clock_ms:
         return
     pipe = w.store.pipeline()
-    w.store.queue_clock(pipe, w.clock.max_event_ms)
+    w.store.queue_clock(pipe, w.clock.max_event_ms, w.clock.highest_ms)
     w.persisted_clock_ms = w.clock.max_event_ms
     w.store.queue_commit(pipe, {}, {}, counters, offsets)
     w.store.execute(pipe, "commit counters and offsets")

@@ -151,6 +151,9 @@ class CustomerStore:
         """A clock that goes on from the durable maximum event time."""
         clock = Watermark(lateness_ms)
         clock.merge(self.clock_max(), wall_ms)
+        # events read before a restart still count once every partition is done
+        raw = call(lambda: self.client.hget(self.keys.clock, "highest_ms"))
+        clock.highest_before_ms = int(raw or 0)
         return clock
 
     # -- writes ---------------------------------------------------------------------
@@ -299,9 +302,9 @@ class CustomerStore:
         if offsets:
             pipe.hset(self.keys.offsets, mapping=offsets)
 
-    def queue_clock(self, pipe: Any, basis_ms: int) -> None:
-        """Persist the watermark basis (kept only if ahead of the stored one)."""
-        self._clock(keys=[self.keys.clock], args=[basis_ms], client=pipe)
+    def queue_clock(self, pipe: Any, basis_ms: int, highest_ms: int = 0) -> None:
+        """Persist the watermark basis and the highest event time (each kept if ahead)."""
+        self._clock(keys=[self.keys.clock], args=[basis_ms, highest_ms], client=pipe)
 
     def queue_swap(
         self, pipe: Any, customer_id: str, name: str, expected: str | None, new: str | None
