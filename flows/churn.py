@@ -60,11 +60,16 @@ def churn_step(
         # so a catch-up run that already holds later orders labels as live did
         p = Pending(cid, int(pending["t"]), pending["x"])
         h = rules.horizon_ms
-        returned = any(label_on_order(p, ts, h) is not None for ts, _ in facts.orders if ts <= now)
-        y = RETAINED if returned else label_at_watermark(p, now, h)
+        returns = [
+            ts for ts, _ in facts.orders if ts <= now and label_on_order(p, ts, h) is not None
+        ]
+        y = RETAINED if returns else label_at_watermark(p, now, h)
         if y is not None:
+            # when the label became known (the return, or the horizon): the
+            # learner learns a batch's labels in that order, as a live run would
+            at = min(returns) if returns else p.scored_at + h
             # queued for the learner in settle, with the swap that takes the vector
-            update.learn.append((p.scored_at, pending["x"], y, pending.get("b")))
+            update.learn.append((p.scored_at, pending["x"], y, pending.get("b"), at))
             lab.churn_pending = update.new = pending = None
     # `facts` are as of the review (operators.customer.as_of); a clamped
     # judgement time may be later than the review, so cut again at `now`

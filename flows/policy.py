@@ -122,8 +122,8 @@ def _queue_labels(w: Worker, pipe: Any, updates: dict[str, Any]) -> None:
     """
     assert w.model_store is not None
     for cid, u in updates.items():
-        for t, x, y, base in u.learn:
-            w.model_store.queue_label(pipe, f"{cid}|{t}", x, y, base)
+        for t, x, y, base, at in u.learn:
+            w.model_store.queue_label(pipe, f"{cid}|{t}", x, y, base, at)
 
 
 def _learn(w: Worker, updates: dict[str, Any], swaps: dict[str, int], replies: list[Any]) -> None:
@@ -134,17 +134,20 @@ def _learn(w: Worker, updates: dict[str, Any], swaps: dict[str, int], replies: l
         if cid in swaps and not replies[swaps[cid]]:
             w.counters["churn:label_taken_elsewhere"] += 1
             continue
-        for _, _, y, _ in u.learn:
+        for _, _, y, _, _ in u.learn:
             w.counters[f"churn:labels_{'churned' if y else 'retained'}"] += 1
+
+
+def sync_model(w: Worker) -> None:
+    """Learn what the batch queued (if this process is the learner), or reload the
+    learner's newer snapshot: the next batch scores with it, as a lone worker would."""
+    if w.model is not None and w.model_store is not None:
+        w.model.sync(w.model_store, remember_ms=w.dedup_ttl_ms)
 
 
 def flush(w: Worker) -> None:
     """The clock, counters, then the resume offsets: written once the batch's state is in."""
     counters, offsets = w.take_counters(), w.take_offsets()
-    if w.model is not None and w.model_store is not None:
-        # the labels this batch queued are learned now (if this process is the
-        # learner), so the next batch scores with them, as a lone worker would
-        w.model.sync(w.model_store, remember_ms=w.dedup_ttl_ms)
     if not counters and not offsets and w.clock.max_event_ms <= w.persisted_clock_ms:
         return
     pipe = w.store.pipeline()

@@ -20,7 +20,7 @@ from connectors.events import Event, Limits, Rejected, parse_record
 from connectors.kafka_io import OutMessage, PartitionMark, Record, Tick
 from flows.commerce import apply_inventory, bopis, cart_availability
 from flows.customers import Review, apply_customers, due_cart_skus, judge, reviews_of
-from flows.policy import flush, settle
+from flows.policy import flush, settle, sync_model
 from flows.worker import Worker, wall_ms
 from omnipulse import metrics
 from omnipulse.settings import DLQ_TOPIC, Settings
@@ -128,6 +128,7 @@ class EngineStep:
         records = process_events(w, events, wall)
         timed = sweep(w, drain=not self.live)
         records.extend(timed)
+        sync_model(w)  # once per batch, after the sweep: its labels sort in with the rest
         out.extend(self.message(rec, w) for rec in records)
         done = wall_ms()
         metrics.count_records(per_topic, sum(per_topic.values()))

@@ -40,8 +40,8 @@ class ChurnUpdate:
 
     expected: str | None
     new: str | None
-    # (time of the score, its vector, label, heuristic's score)
-    learn: list[tuple[int, dict[str, float], int, float | None]] = field(default_factory=list)
+    # (time of the score, its vector, label, heuristic's score, time the label became known)
+    learn: list[tuple[int, dict[str, float], int, float | None, int]] = field(default_factory=list)
 
 
 def wall_ms() -> int:

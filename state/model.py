@@ -279,9 +279,14 @@ class ModelStore:
         x: Mapping[str, float],
         y: int,
         baseline: float | None,
+        known_at: int = 0,
     ) -> None:
-        """Queue a decided label on a caller's pipeline, for the learner."""
-        pipe.rpush(self.labels_key, orjson.dumps({"id": label_id, "x": x, "y": y, "b": baseline}))
+        """Queue a decided label on a caller's pipeline, for the learner.
+
+        `known_at` is the event time the label became known; the learner learns
+        what it drains at once in that order."""
+        record = {"id": label_id, "x": x, "y": y, "b": baseline, "at": known_at}
+        pipe.rpush(self.labels_key, orjson.dumps(record))
 
     def queued(self) -> int:
         """Labels waiting for the learner."""
@@ -416,13 +421,17 @@ class SharedChurnModel:
         for r in raw:
             try:
                 it = orjson.loads(r)
-                items.append((str(it["id"]), dict(it["x"]), int(it["y"]), it.get("b")))
+                at = int(it.get("at") or 0)
+                items.append((at, str(it["id"]), dict(it["x"]), int(it["y"]), it.get("b")))
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                 log.warning("churn model: dropping an unreadable queued label")
-        seen = store.already_learned(list(dict.fromkeys(i for i, *_ in items)))
+        # in the order the labels became known, not the order workers queued
+        # them: progressive validation must never learn a later label first
+        items.sort(key=lambda it: (it[0], it[1]))
+        seen = store.already_learned(list(dict.fromkeys(i for _, i, *_ in items)))
         fresh: list[str] = []
         with self._lock:
-            for label_id, x, y, base in items:
+            for _, label_id, x, y, base in items:
                 if label_id in seen:
                     continue  # queued again by a batch read twice: learned once
                 seen.add(label_id)
