@@ -52,7 +52,10 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 LEASE_MS = 10_000  # a learner that stops renewing hands over after this
-DRAIN_LIMIT = 5000  # queued labels learned per commit
+# Queued labels learned per commit. Each drain is learned in the order the labels
+# became known, so it should hold a whole batch's labels (a catch-up batch of a
+# busy month can decide tens of thousands).
+DRAIN_LIMIT = 100_000
 
 
 class ChurnModel:
