@@ -124,7 +124,7 @@ def churn_step_at(
     now: int,
     holdout: bool,
 ) -> list[Trigger]:
-    """`churn_step` at `now`, after the reviews and horizons that fell due before it.
+    """`churn_step` at `now`, after the reviews, horizons and orders that came before it.
 
     A catch-up batch can hold a customer's order from after a review was due
     but before the timer sweep reached it; the review would then find a newer
@@ -133,12 +133,23 @@ def churn_step_at(
     as they stood then, makes them the same as in a live run.
     """
     out: list[Trigger] = []
-    before = as_of(facts, now - 1)
-    for _ in range(MAX_CATCH_UP):
-        due = next_churn_ms(lab, before, w.rules.churn.horizon_ms)
-        if due is None or due >= now:
+    # Orders not scored yet: each has its own decision point, normally judged
+    # at its mark. A batch read again after a crash between its apply and its
+    # settle has no marks (its events are duplicates by then) and is judged at
+    # the customer's last event only; scoring the orders here keeps the same
+    # scoring points, and so the same labels, as a run without the crash.
+    since = lab.churn_scored_at
+    unscored = sorted({ts for ts, _ in facts.orders if (since is None or ts > since) and ts < now})
+    h = w.rules.churn.horizon_ms
+    for _ in range(MAX_CATCH_UP + len(unscored)):
+        before = as_of(facts, (unscored[0] if unscored else now) - 1)
+        due = next_churn_ms(lab, before, h)
+        if due is not None and due < (unscored[0] if unscored else now):
+            out.extend(churn_step(w, cid, lab, facts, state, due, holdout))
+        elif unscored:
+            out.extend(churn_step(w, cid, lab, facts, state, unscored.pop(0), holdout))
+        else:
             break
-        out.extend(churn_step(w, cid, lab, facts, state, due, holdout))
     out.extend(churn_step(w, cid, lab, facts, state, now, holdout))
     return out
 
