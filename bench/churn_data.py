@@ -52,6 +52,7 @@ CDNOW_MEMBER = "lifetimes/datasets/CDNOW_master.txt"
 DAY_MS = 86_400_000
 CLOCK_DAYS = 100
 CENT = Decimal("0.01")
+SIM_START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z, as bench.churn_eval
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,12 +167,39 @@ def write_jsonl(events: Iterable[dict[str, Any]], path: Path) -> int:
     return n
 
 
+def sim_events(
+    events: int, customers: int, seed: int, time_scale: float
+) -> Iterator[dict[str, Any]]:
+    """The simulator's traffic as replay lines, as `bench.churn_eval --data sim` reads it.
+
+    No clock event: like the offline evaluation, the stream is cut, not ended,
+    so the scores still pending at its end stay unlabelled.
+    """
+    from itertools import islice
+
+    from omnipulse.simulator import Simulator
+
+    sim = Simulator(seed=seed, customers=customers, start_ms=SIM_START_MS, time_scale=time_scale)
+    for r in islice(sim.events(), events):
+        if isinstance(r.value, dict):
+            yield {"topic": r.topic, **r.value}
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="CDNOW -> omnipulse orders JSONL")
+    ap = argparse.ArgumentParser(description="CDNOW (or simulated traffic) -> replay JSONL")
     ap.add_argument("out", type=Path, help="JSONL file to write")
     ap.add_argument("--source", help="CDNOW_master.txt or a lifetimes wheel")
+    ap.add_argument("--sim", action="store_true", help="simulated traffic instead of CDNOW")
+    ap.add_argument("--events", type=int, default=100_000, help="sim: events")
+    ap.add_argument("--customers", type=int, default=1000, help="sim: customers")
+    ap.add_argument("--seed", type=int, default=7, help="sim: seed")
+    ap.add_argument("--time-scale", type=float, default=150.0, help="sim: seconds per event")
     args = ap.parse_args(argv)
-    n = write_jsonl(to_events(parse_cdnow(cdnow_text(args.source))), args.out)
+    if args.sim:
+        lines = sim_events(args.events, args.customers, args.seed, args.time_scale)
+    else:
+        lines = to_events(parse_cdnow(cdnow_text(args.source)))
+    n = write_jsonl(lines, args.out)
     print(orjson.dumps({"written": n, "file": str(args.out)}).decode())
     return 0
 

@@ -133,7 +133,7 @@ class Evaluation:
             c.abandoned += 1
             c.cart_open_at = None
         if channel:
-            c.channels[channel] = max(t, c.channels.get(channel, t))
+            c.channels[channel] = min(t, c.channels.get(channel, t))  # first use
         return c
 
     def order(self, cid: str, t: int, cents: int, channel: str | None = None) -> None:

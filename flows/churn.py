@@ -36,6 +36,9 @@ from operators.triggers import Trigger
 
 REVIEW_EVERY_MS = 30 * DAY_MS
 ACTIVE_FOR_MS = 365 * DAY_MS
+# Due churn reviews taken before one decision point: a year of 30-day reviews
+# and their horizons, with room to spare (each step moves the next one later).
+MAX_CATCH_UP = 64
 
 
 def churn_step(
@@ -57,16 +60,23 @@ def churn_step(
         # so a catch-up run that already holds later orders labels as live did
         p = Pending(cid, int(pending["t"]), pending["x"])
         h = rules.horizon_ms
-        returned = any(label_on_order(p, ts, h) is not None for ts, _ in facts.orders if ts <= now)
-        y = RETAINED if returned else label_at_watermark(p, now, h)
+        returns = [
+            ts for ts, _ in facts.orders if ts <= now and label_on_order(p, ts, h) is not None
+        ]
+        y = RETAINED if returns else label_at_watermark(p, now, h)
         if y is not None:
-            # learned in settle, once the pending vector is taken in Redis
-            update.learn.append((pending["x"], y, pending.get("b")))
+            # when the label became known (the return, or the horizon): the
+            # learner learns a batch's labels in that order, as a live run would
+            at = min(returns) if returns else p.scored_at + h
+            # queued for the learner in settle, with the swap that takes the vector
+            update.learn.append((p.scored_at, pending["x"], y, pending.get("b"), at))
             lab.churn_pending = update.new = pending = None
     # `facts` are as of the review (operators.customer.as_of); a clamped
     # judgement time may be later than the review, so cut again at `now`
     facts = as_of(facts, now)
-    past = [o for o in facts.orders if o[0] <= now]
+    # An order at the same instant but later in the batch is not in the mark's
+    # count: keep as many orders as the mark counts, the earliest first.
+    past = sorted(o for o in facts.orders if o[0] <= now)[: facts.frequency]
     frequency, monetary, last_order = facts.frequency, facts.monetary_cents, facts.last_order_ms
     if frequency < 1 or last_order is None:
         return []
@@ -79,8 +89,8 @@ def churn_step(
     if not (new_order or periodic):
         return []
     # the customer as of `now`: the mark's F/M/last order, the labels just
-    # judged, orders up to now (a catch-up batch already holds later ones)
-    channels = state.get("chs") if isinstance(state.get("chs"), dict) else {}
+    # judged, orders up to now (a catch-up batch already holds later ones);
+    # the rings and the channels' first use are cut at `now` by `features`
     profile_now = {
         **state,
         "n": frequency,
@@ -88,7 +98,6 @@ def churn_step(
         "lo": last_order,
         "s": lab.segment,
         "t": lab.tier,
-        **{f"c:{k}": v for k, v in channels.items() if v <= now},
     }
     inputs = ChurnInputs.from_profile(profile_now, past, abandoned_carts=lab.abandoned_carts)
     x = features(inputs, now, today=local_day(now, w.rules.tz), window_days=rules.window_days)
@@ -103,6 +112,45 @@ def churn_step(
     if heuristic(x, rules.interval_increase, rules.activity_drop):
         cause = f"heuristic|{last_order}"  # once per gap since the last order
         out.append(_trigger(w, cid, "interval_and_activity_drop", cause, now, score, x, holdout))
+    return out
+
+
+def churn_step_at(
+    w: Worker,
+    cid: str,
+    lab: CustomerLabels,
+    facts: Facts,
+    state: dict[str, Any],
+    now: int,
+    holdout: bool,
+) -> list[Trigger]:
+    """`churn_step` at `now`, after the reviews, horizons and orders that came before it.
+
+    A catch-up batch can hold a customer's order from after a review was due
+    but before the timer sweep reached it; the review would then find a newer
+    score and be skipped, so which scoring points exist (and which labels are
+    learned) would depend on batching. Taking the due ones first, on the facts
+    as they stood then, makes them the same as in a live run.
+    """
+    out: list[Trigger] = []
+    # Orders not scored yet: each has its own decision point, normally judged
+    # at its mark. A batch read again after a crash between its apply and its
+    # settle has no marks (its events are duplicates by then) and is judged at
+    # the customer's last event only; scoring the orders here keeps the same
+    # scoring points, and so the same labels, as a run without the crash.
+    since = lab.churn_scored_at
+    unscored = sorted({ts for ts, _ in facts.orders if (since is None or ts > since) and ts < now})
+    h = w.rules.churn.horizon_ms
+    for _ in range(MAX_CATCH_UP + len(unscored)):
+        before = as_of(facts, (unscored[0] if unscored else now) - 1)
+        due = next_churn_ms(lab, before, h)
+        if due is not None and due < (unscored[0] if unscored else now):
+            out.extend(churn_step(w, cid, lab, facts, state, due, holdout))
+        elif unscored:
+            out.extend(churn_step(w, cid, lab, facts, state, unscored.pop(0), holdout))
+        else:
+            break
+    out.extend(churn_step(w, cid, lab, facts, state, now, holdout))
     return out
 
 

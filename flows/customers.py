@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from connectors.events import Event
-from flows.churn import churn_step, next_churn_ms
+from flows.churn import churn_step_at, next_churn_ms
 from flows.sales import record_sales
 from flows.worker import Worker
 from operators.cart import decide_abandoned_cart, open_carts
@@ -207,7 +207,7 @@ def judge(
             carts = _open_carts(final, lab)
         # at every order mark too, at the mark's own time, so what is scored and
         # labelled does not depend on batching or on which topic was read first
-        out.triggers.extend(churn_step(w, cid, lab, facts, final, review.now, holdout))
+        out.triggers.extend(churn_step_at(w, cid, lab, facts, final, review.now, holdout))
         if review.is_last:
             held = _held_releases(final.get("hq"))
             if review.timer_seen is not None:

@@ -91,12 +91,9 @@ def settle(
         )
     updates, w.churn_updates = w.churn_updates, {}
     exact = w.settings.engine.ordered_input
-    if exact:
-        # one worker takes every pending vector it read: learn first, so the
-        # snapshot goes into this transaction with the swaps that consume them
-        _learn(w, updates, {}, [])
-        if w.model is not None and w.model_store is not None:
-            w.model.queue_snapshot(pipe, w.model_store)
+    # labels go to the learner's queue in this transaction, ahead of the swaps
+    # that take their vectors (see `_queue_labels`, `sync_model`)
+    _queue_labels(w, pipe, updates)
     # what the decisions counted goes with them; input counters go with the offsets
     decided = _decision_counters(w)
     w.store.queue_commit(pipe, labels, timers, decided)
@@ -115,12 +112,7 @@ def settle(
     committed = _queue_flush(w, pipe) if exact else None
     replies = w.store.execute(pipe, "settle triggers") if len(pipe) else []
 
-    if exact:
-        taken = sum(1 for slot in swaps.values() if not replies[slot])
-        if taken:
-            log.warning("churn: %d labels learned that another writer had taken", taken)
-    else:
-        _learn(w, updates, swaps, replies)
+    _learn(w, updates, swaps, replies)
     out: list[dict[str, Any]] = []
     counters: Counter[str] = Counter()
     with_entry: list[str] = []
@@ -170,18 +162,37 @@ def _decision_counters(w: Worker) -> dict[str, int]:
     return out
 
 
+def _queue_labels(w: Worker, pipe: Any, updates: dict[str, Any]) -> None:
+    """Queue the decided labels for the learner, ahead of the swaps that take their vectors.
+
+    A label's id is the customer and the time of the score it labels. If the
+    swap then fails (another worker took the vector first, and queued the same
+    id) or the batch is read again after a crash, the learner sees the id twice
+    and learns it once.
+    """
+    assert w.model_store is not None
+    for cid, u in updates.items():
+        for t, x, y, base, at in u.learn:
+            w.model_store.queue_label(pipe, f"{cid}|{t}", x, y, base, at)
+
+
 def _learn(w: Worker, updates: dict[str, Any], swaps: dict[str, int], replies: list[Any]) -> None:
-    """Learn the labels whose pending vector this worker took (never twice)."""
-    assert w.model is not None
+    """Count the labels whose pending vector this worker took."""
     for cid, u in updates.items():
         if not u.learn:
             continue
         if cid in swaps and not replies[swaps[cid]]:
             w.counters["churn:label_taken_elsewhere"] += 1
             continue
-        for x, y, base in u.learn:
-            w.model.learn_one(x, y, baseline=base)
+        for _, _, y, _, _ in u.learn:
             w.counters[f"churn:labels_{'churned' if y else 'retained'}"] += 1
+
+
+def sync_model(w: Worker) -> None:
+    """Learn what the batch queued (if this process is the learner), or reload the
+    learner's newer snapshot: the next batch scores with it, as a lone worker would."""
+    if w.model is not None and w.model_store is not None:
+        w.model.sync(w.model_store, remember_ms=w.dedup_ttl_ms)
 
 
 def flush(w: Worker) -> None:
@@ -227,10 +238,7 @@ def _queue_flush(w: Worker, pipe: Any) -> tuple[dict[str, int], dict[str, int]] 
     if w.handed:
         w.store.queue_handed(pipe, w.handed)
         w.handed = []
-    if w.model is not None and w.model_store is not None:
-        # right after the labels that consumed the pending vectors it learned
-        w.model.queue_snapshot(pipe, w.model_store)
-    w.store.queue_clock(pipe, w.clock.max_event_ms)
+    w.store.queue_clock(pipe, w.clock.max_event_ms, w.clock.highest_ms)
     w.persisted_clock_ms = w.clock.max_event_ms
     moved = {
         part: ms
@@ -238,7 +246,7 @@ def _queue_flush(w: Worker, pipe: Any) -> tuple[dict[str, int], dict[str, int]] 
         if ms and w.persisted_partitions.get(part) != ms
     }
     if moved:
-        w.store.queue_partition_clocks(pipe, moved, w.clock.highest_ms)
+        w.store.queue_partition_clocks(pipe, moved)
         w.persisted_partitions.update(moved)
     w.store.queue_commit(pipe, {}, {}, counters, offsets)
     return offsets, counters

@@ -21,7 +21,7 @@ from connectors.events import Event, Limits, Rejected, parse_record
 from connectors.kafka_io import Confirm, OutMessage, PartitionMark, Record, Tick
 from flows.commerce import apply_inventory, bopis, cart_availability
 from flows.customers import Review, apply_customers, due_cart_skus, judge, reviews_of
-from flows.policy import flush, settle
+from flows.policy import flush, settle, sync_model
 from flows.worker import Worker, wall_ms
 from omnipulse import metrics
 from omnipulse.settings import DLQ_TOPIC, Settings
@@ -139,9 +139,11 @@ class EngineStep:
                     w.counters["late"] += w.clock.observe(parsed.ts, wall, part)
                 events.append(parsed)
         caused = process_events(w, events, wall)
-        # ordered input swept first, before this batch moved the clock
-        timed = swept if ordered else sweep(w)
+        # ordered input swept first, before this batch moved the clock; a
+        # catch-up run drains every due review (see `sweep`)
+        timed = swept if ordered else sweep(w, drain=not self.live)
         records = [*swept, *caused] if ordered else [*caused, *timed]
+        sync_model(w)  # once per batch, after the sweep: its labels sort in with the rest
         out.extend(self.message(rec, w) for rec in records)
         out.extend(Confirm(r) for r in w.take_receipts())
         done = wall_ms()
@@ -206,9 +208,18 @@ def process_events(w: Worker, events: list[Event], wall: int) -> list[dict[str, 
     )
 
 
-def sweep(w: Worker) -> list[dict[str, Any]]:
-    """Time-driven reviews that the watermark has made due."""
-    return sweep_once(w)[0]
+def sweep(w: Worker, drain: bool = False) -> list[dict[str, Any]]:
+    """Time-driven reviews that the watermark has made due.
+
+    Live, one bounded pass per batch keeps latency flat. A catch-up run drains
+    them all: otherwise the reviews fall behind the events, and what they
+    decide (churn labels at the horizon, above all) comes out of time order.
+    """
+    out, due = sweep_once(w)
+    while drain and due >= SWEEP_LIMIT:
+        more, due = sweep_once(w)
+        out.extend(more)
+    return out
 
 
 def sweep_once(w: Worker) -> tuple[list[dict[str, Any]], int]:

@@ -39,11 +39,12 @@ PARTITION_IDLE_GRACE_MS = 500
 @dataclass
 class ChurnUpdate:
     """A customer's pending churn vector this batch: what was read, what replaces it,
-    and the labels to learn once the swap in Redis succeeds (so exactly once)."""
+    and the labels decided (queued for the learner with the swap in Redis)."""
 
     expected: str | None
     new: str | None
-    learn: list[tuple[dict[str, float], int, float | None]] = field(default_factory=list)
+    # (time of the score, its vector, label, heuristic's score, time the label became known)
+    learn: list[tuple[int, dict[str, float], int, float | None, int]] = field(default_factory=list)
 
 
 def wall_ms() -> int:
@@ -70,7 +71,7 @@ class Worker:
     timers_since: int = 0  # cart/journey deadlines before this predate the engine
     committer: OffsetCommitter | None = None  # consumer-group commits, for lag tools
     model_store: ModelStore | None = None
-    model: SharedChurnModel | None = None  # the process's one churn model
+    model: SharedChurnModel | None = None  # the process's copy of the churn model
     # customer -> (pending vector as read, as decided, labels to learn once taken)
     churn_updates: dict[str, ChurnUpdate] = field(default_factory=dict)
     sales: SalesStore | None = None  # per-channel hourly sales
@@ -160,13 +161,18 @@ class Worker:
         w.sales = SalesStore.for_settings(client, s)
         w.outbox = Outbox(client, keys)
         w.model_store = ModelStore(client, s.redis.key_prefix)
-        w.model = model if model is not None else SharedChurnModel(w.model_store.load())
+        w.model = model if model is not None else SharedChurnModel(*w.model_store.load_versioned())
         if bootstrap:
             k = s.kafka
             w.committer = OffsetCommitter(
                 consumer_config(bootstrap, k.consumer_group, dict(k.extra))
             )
         return w
+
+    @property
+    def dedup_ttl_ms(self) -> int:
+        """How long a replayed event (or a label queued twice) is recognised."""
+        return int(self.settings.engine.dedup_ttl.total_seconds() * 1000)
 
     def refresh_locations(self, version: int) -> None:
         """Reload the location table when another writer changed it."""

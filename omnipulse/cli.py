@@ -54,7 +54,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
         log.info("engine starting (%s)", "until caught up" if args.until_caught_up else "live")
-        run_engine(settings, ep, until_caught_up=args.until_caught_up, workers=args.workers)
+        run_engine(
+            settings,
+            ep,
+            until_caught_up=args.until_caught_up,
+            workers=args.workers,
+            processes=args.processes,
+            process_id=args.process_id if args.addresses else None,
+            addresses=args.addresses,
+        )
         log.info("engine stopped%s", " on a signal" if SHUTDOWN.is_set() else "")
     return 0
 
@@ -120,7 +128,13 @@ def cmd_model(args: argparse.Namespace) -> int:
         store = ModelStore(r, settings.redis.key_prefix)
         header = store.header()
         model = store.load()
-    report = {**model.metrics(), "saved_at": (header or {}).get("saved_at")}
+        queued = store.queued()
+    report = {
+        **model.metrics(),
+        "saved_at": (header or {}).get("saved_at"),
+        "version": (header or {}).get("version"),
+        "labels_queued": queued,
+    }
     if args.json:
         print(orjson.dumps({**report, "description": model.describe()}).decode())
         return 0
@@ -321,7 +335,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="process what the topics hold, fire due timers, exit",
     )
-    p.add_argument("--workers", type=int, default=1, help="worker threads in this process")
+    p.add_argument("--workers", type=int, default=1, help="worker threads in each process")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="local processes forming one cluster (this one and P-1 children)",
+    )
+    p.add_argument(
+        "--addresses",
+        type=lambda v: [a for a in v.split(",") if a],
+        default=None,
+        metavar="HOST:PORT,...",
+        help="join a cluster started elsewhere: every member's address, in process-id order",
+    )
+    p.add_argument("--process-id", type=int, default=0, help="this process's index in --addresses")
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("simulate", help="produce realistic omnichannel traffic")

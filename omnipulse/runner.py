@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +16,7 @@ import redis
 from bytewax._bytewax import cli_main
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from connectors.embedded import EmbeddedBroker, EmbeddedRedis
+from connectors.embedded import EmbeddedBroker, EmbeddedRedis, free_port
 from connectors.errors import ConnectorError
 from connectors.http import PROBE_TIMEOUT_S, OpsServer, Readiness
 from connectors.kafka_check import check_kafka
@@ -130,7 +133,9 @@ def run_engine(
     *,
     until_caught_up: bool,
     workers: int = 1,
-    process_index: int = 0,
+    processes: int = 1,
+    process_id: int | None = None,
+    addresses: Sequence[str] | None = None,
 ) -> None:
     """Run the dataflow; in catch-up mode also fire what the final watermark made due.
 
@@ -138,9 +143,17 @@ def run_engine(
     Redis calls wait through a Redis outage instead of failing the dataflow.
     First, triggers that an earlier run claimed but was killed before confirming
     are emitted (those not already on the trigger topics), so none is lost or doubled.
+
+    `processes` > 1 starts that many local processes (this one is process 0)
+    that form one Bytewax cluster over free local ports. `process_id` and
+    `addresses` join a cluster whose members were started elsewhere (the
+    multi-host form: every host runs the same command with its own id).
     """
+    if processes > 1 and addresses is None:
+        _run_local_cluster(settings, ep, until_caught_up, workers, processes)
+        return
     check_redis(ep.redis_url)
-    if process_index == 0:
+    if not process_id:
         # one recovery per engine: every writer's unconfirmed triggers, once
         recover(settings, ep.bootstrap, ep.redis_url)
     load_locations(settings, ep)
@@ -149,19 +162,30 @@ def run_engine(
     )
     policy = OutagePolicy(stop=SHUTDOWN)
     with (
-        ops_endpoints(settings, ep, policy, process_index=process_index, any_port=until_caught_up),
+        ops_endpoints(
+            settings, ep, policy, process_index=process_id or 0, any_port=until_caught_up
+        ),
         riding_out_outages(policy),
     ):
         try:
-            cli_main(flow, workers_per_process=workers)
+            if addresses is None:
+                cli_main(flow, workers_per_process=workers)
+            else:
+                cli_main(
+                    flow,
+                    workers_per_process=workers,
+                    process_id=process_id or 0,
+                    addresses=list(addresses),
+                )
         except Exception as ex:
             # Bytewax wraps a Ctrl-C/SIGTERM raised inside a step; stop quietly then.
             if _interrupted(ex):
                 raise KeyboardInterrupt from ex
             raise
         # Stopped by a signal: the input is not caught up, so the final sweep
-        # belongs to the run that finishes the input.
-        if until_caught_up and not SHUTDOWN.is_set():
+        # belongs to the run that finishes the input. In a cluster, process 0
+        # does it once: the cluster's input is done when cli_main returns.
+        if until_caught_up and not SHUTDOWN.is_set() and not process_id:
             finish_timers(settings, ep)
 
 
@@ -209,6 +233,41 @@ def ops_endpoints(
         server.stop()
         client.close()
         metrics.reset_sources()
+
+
+def _run_local_cluster(
+    settings: Settings, ep: Endpoints, until_caught_up: bool, workers: int, processes: int
+) -> None:
+    """Processes 1..P-1 as children of this one (process 0), on free local ports."""
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(processes)]
+    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=ep.bootstrap, REDIS_URL=ep.redis_url)
+    base = [sys.executable, "-m", "omnipulse.cli"]
+    if os.environ.get("OMNIPULSE_CONFIG") is None and settings.source:
+        base += ["--config", str(settings.source)]
+    base += ["run", "--workers", str(workers), "--addresses", ",".join(addresses)]
+    if until_caught_up:
+        base.append("--until-caught-up")
+    children = [
+        subprocess.Popen([*base, "--process-id", str(i)], env=env) for i in range(1, processes)
+    ]
+    ok = False
+    try:
+        run_engine(
+            settings,
+            ep,
+            until_caught_up=until_caught_up,
+            workers=workers,
+            process_id=0,
+            addresses=addresses,
+        )
+        ok = True
+    finally:
+        for child in children:
+            if not ok and child.poll() is None:
+                child.terminate()
+        codes = [child.wait() for child in children]
+    if ok and any(codes):
+        raise ConnectorError(f"engine processes exited with codes {codes}")
 
 
 def load_locations(settings: Settings, ep: Endpoints) -> int:
@@ -260,4 +319,7 @@ def sweep_timers(settings: Settings, ep: Endpoints, *, passes: int) -> int:
             metrics.observe_triggers(records, wall_ms(), ingest_ms=None, timers=True)
     finally:
         confirmer.close()
+    if worker.model is not None and worker.model_store is not None:
+        # every queued label into the snapshot, whoever held the learner's lease
+        worker.model.sync(worker.model_store, remember_ms=worker.dedup_ttl_ms, force=True)
     return emitted

@@ -45,7 +45,7 @@ NUMERIC_FEATURES = (
     "interactions_last_30",
     "interactions_prev_30",
     "activity_ratio",
-    "channels_active_30",
+    "channels_used",
     "cart_abandonments",
 )
 FEATURE_NAMES = (
@@ -64,7 +64,7 @@ class ChurnInputs:
 
     `views` / `carts` are the profile's day rings (`vd` / `cd`): [day, count]
     pairs, day numbers as the engine computes them (local days). `channels` maps
-    a channel to its last activity in ms (the profile's `c:<channel>` fields).
+    a channel to its first activity in ms (the profile's `chs` map).
     `order_times` are the timestamps of the counted orders still retained.
     """
 
@@ -87,7 +87,7 @@ class ChurnInputs:
         orders: Iterable[tuple[int, int]],
         abandoned_carts: int = 0,
     ) -> ChurnInputs:
-        """From a decoded profile hash (`vd`/`cd` as JSON text or lists) and its orders."""
+        """From a decoded profile hash (`vd`/`cd`/`chs` as JSON text or decoded) and its orders."""
         import json  # only here: the rest of the module never parses
 
         def ring(v: Any) -> list[list[int]]:
@@ -99,11 +99,10 @@ class ChurnInputs:
         def opt(v: Any) -> int | None:
             return None if v is None else int(v)
 
-        channels: dict[str, int] = {}
-        for k, v in state.items():
-            name = k.decode() if isinstance(k, bytes) else k
-            if name.startswith("c:") and v is not None:
-                channels[name[2:]] = int(v)
+        chs = state.get("chs")
+        if isinstance(chs, str | bytes):
+            chs = json.loads(chs)
+        channels = {str(k): int(v) for k, v in chs.items()} if isinstance(chs, dict) else {}
         return cls(
             frequency=int(state.get("n") or 0),
             monetary_cents=int(state.get("m") or 0),
@@ -174,8 +173,10 @@ def features(
     gap_ratio = min(GAP_RATIO_CAP, recency_days / max(avg_days, MIN_INTERVAL_DAYS))
 
     last, prev = interactions((inp.views, inp.carts), today, window_days)
-    since = now - window_days * DAY_MS
-    active = sum(1 for ts in inp.channels.values() if ts > since)
+    # Channels used so far, by first use. Not "active in the last 30 days": a
+    # channel's last activity is overwritten by later events, so a state read
+    # after them cannot say whether it was active before `now`.
+    used = sum(1 for ts in inp.channels.values() if ts <= now)
 
     x: ChurnFeatures = {
         "recency_days": recency_days,
@@ -188,7 +189,7 @@ def features(
         "interactions_prev_30": float(prev),
         # smoothed so that "no activity in either window" is 1.0 (no change)
         "activity_ratio": (last + 1) / (prev + 1),
-        "channels_active_30": float(active),
+        "channels_used": float(used),
         "cart_abandonments": float(inp.abandoned_carts),
     }
     for t in TIERS:

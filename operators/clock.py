@@ -53,6 +53,9 @@ class Watermark:
     # moment after it, is not overtaken (catch-up runs use 0).
     idle_grace_ms: int = 0
     ended_at: dict[str, int] = field(default_factory=dict)  # partition -> wall ms
+    # The highest event time read before a restart (durable): the basis once
+    # every partition of this run is done, as it would be without the restart.
+    highest_before_ms: int = 0
     _was_held: bool = False
 
     def opened(self, part: str) -> None:
@@ -93,7 +96,12 @@ class Watermark:
     def settle(self, wall_ms: int) -> None:
         """Move the basis to what the partitions allow at `wall_ms`."""
         held = self.holding(wall_ms)
-        basis = min(self.partition_max.get(p, 0) for p in held) if held else self.highest_ms
+        if held:
+            basis = min(self.partition_max.get(p, 0) for p in held)
+        elif self.partition_max:
+            basis = max(self.highest_ms, self.highest_before_ms)
+        else:
+            basis = self.highest_ms  # no partition opened yet: nothing known to be done
         if basis > self.max_event_ms:
             self.max_event_ms = basis
             self.last_moved_wall_ms = wall_ms

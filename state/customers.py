@@ -160,6 +160,9 @@ class CustomerStore:
         """A clock that goes on from the durable maximum event time."""
         clock = Watermark(lateness_ms)
         clock.merge(self.clock_max(), wall_ms)
+        # events read before a restart still count once every partition is done
+        raw = call(lambda: self.client.hget(self.keys.clock, "highest_ms"))
+        clock.highest_before_ms = int(raw or 0)
         return clock
 
     # -- writes ---------------------------------------------------------------------
@@ -339,15 +342,14 @@ class CustomerStore:
         if offsets:
             pipe.hset(self.keys.offsets, mapping=offsets)
 
-    def queue_clock(self, pipe: Any, basis_ms: int) -> None:
-        """Persist the watermark basis (kept only if ahead of the stored one)."""
-        self._clock(keys=[self.keys.clock], args=[basis_ms], client=pipe)
+    def queue_clock(self, pipe: Any, basis_ms: int, highest_ms: int = 0) -> None:
+        """Persist the watermark basis and the highest event time (each kept if ahead)."""
+        self._clock(keys=[self.keys.clock], args=[basis_ms, highest_ms], client=pipe)
 
-    def queue_partition_clocks(self, pipe: Any, partitions: dict[str, int], highest: int) -> None:
-        """Persist the highest event time read per input partition, and overall."""
-        fields: dict[str, int] = {f"p:{part}": ms for part, ms in partitions.items()}
-        fields["highest_ms"] = highest
-        pipe.hset(self.keys.clock, mapping=fields)
+    def queue_partition_clocks(self, pipe: Any, partitions: dict[str, int]) -> None:
+        """Persist the highest event time read per input partition (the overall
+        highest goes with `queue_clock`, kept only if ahead)."""
+        pipe.hset(self.keys.clock, mapping={f"p:{part}": ms for part, ms in partitions.items()})
 
     def queue_swept(self, pipe: Any, batch: str) -> None:
         """Record that the timer sweep pass of `batch` is done."""

@@ -1,4 +1,4 @@
-"""The online churn model and its snapshot in Redis (SPEC §5.8).
+"""The online churn model, its snapshot and its label queue in Redis (SPEC §5.8).
 
 `ChurnModel` wraps a river pipeline (standard scaling, then logistic
 regression) with progressive validation: every label is first used to score
@@ -6,14 +6,26 @@ the prediction the model makes *now* for that feature vector (ROC AUC, log
 loss), then learned. The heuristic's score for the same vector can be passed
 along, so both AUCs are measured on exactly the same labels.
 
-`ModelStore` snapshots a model to one Redis hash, `<prefix>:model:churn`:
+One learner, many scorers. Workers (threads and processes alike) do not
+learn: they queue each label they decide, with a deterministic id (customer
+and the time of the score it labels). One learner at a time (the process
+holding a short lease) learns the queue in order and commits, in one atomic
+call, the new snapshot, the queue entries it consumed and the ids it learned
+(remembered for the event-dedup TTL, so a label queued twice by a batch read
+again after a crash is learned once). Every process scores with its copy of
+the model and reloads it when the snapshot's version moves on.
 
-    header   JSON: format, river version, label counts, saved_at (ms), sha256 of blob
-    blob     the pickled ChurnModel
+Keys (one hash tag, so one slot on Redis Cluster too):
 
-Both fields are written by one HSET, so a reader never sees a header of one
-snapshot with the blob of another. The blob is a pickle: only load snapshots
-from a Redis that the engine alone writes to.
+    <prefix>:{model}:churn     hash    header (JSON: format, version, river
+                                       version, label counts, saved_at, sha256)
+                                       and blob (the pickled ChurnModel)
+    <prefix>:{model}:labels    list    queued labels, JSON {id, x, y, b}
+    <prefix>:{model}:learned   zset    label id -> wall ms it was learned
+    <prefix>:{model}:learner   string  the learner's lease (process token)
+
+The blob is a pickle: only load snapshots from a Redis that the engine alone
+writes to.
 """
 
 from __future__ import annotations
@@ -24,7 +36,9 @@ import math
 import pickle
 import threading
 import time
+import uuid
 from collections.abc import Mapping
+from importlib import resources
 from typing import Any
 
 import orjson
@@ -37,6 +51,11 @@ from state.errors import call
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+LEASE_MS = 10_000  # a learner that stops renewing hands over after this
+# Queued labels learned per commit. Each drain is learned in the order the labels
+# became known, so it should hold a whole batch's labels (a catch-up batch of a
+# busy month can decide tens of thousands).
+DRAIN_LIMIT = 100_000
 
 
 class ChurnModel:
@@ -137,15 +156,23 @@ def _num(v: float) -> float | None:
 
 
 class ModelStore:
-    """Save and restore a `ChurnModel` in Redis. Redis failures raise StateError."""
+    """Snapshot, label queue and lease of the churn model. Redis failures raise StateError."""
 
     def __init__(self, client: redis.Redis, keys_prefix: str) -> None:
         self.client = client
-        self.key = f"{keys_prefix}:model:churn"
+        self.key = f"{keys_prefix}:{{model}}:churn"
+        self.labels_key = f"{keys_prefix}:{{model}}:labels"
+        self.learned_key = f"{keys_prefix}:{{model}}:learned"
+        self.lease_key = f"{keys_prefix}:{{model}}:learner"
+        self._commit = client.register_script(
+            resources.files("state").joinpath("lua", "commit_model.lua").read_text()
+        )
+
+    # -- snapshots ------------------------------------------------------------------
 
     def save(self, model: ChurnModel, now_ms: int | None = None) -> dict[str, Any]:
-        """Snapshot the model; returns the header written."""
-        header, blob = self._snapshot(model, now_ms)
+        """Snapshot the model outside the learner (tools, tests); returns the header."""
+        header, blob = self.snapshot(model, (self.version() or 0) + 1, now_ms)
         call(
             lambda: self.client.hset(
                 self.key, mapping={"header": orjson.dumps(header), "blob": blob}
@@ -154,15 +181,14 @@ class ModelStore:
         )
         return header
 
-    def queue_save(self, pipe: Any, model: ChurnModel, now_ms: int | None = None) -> None:
-        """Queue a snapshot on a caller's pipeline: written with the labels it learned."""
-        header, blob = self._snapshot(model, now_ms)
-        pipe.hset(self.key, mapping={"header": orjson.dumps(header), "blob": blob})
-
-    def _snapshot(self, model: ChurnModel, now_ms: int | None) -> tuple[dict[str, Any], bytes]:
+    def snapshot(
+        self, model: ChurnModel, version: int, now_ms: int | None = None
+    ) -> tuple[dict[str, Any], bytes]:
+        """The header and blob of a snapshot of `model` as `version`."""
         blob = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
         header = {
             "format": FORMAT_VERSION,
+            "version": version,
             "river": river.__version__,
             "labels": model.n_labels,
             "labels_churned": model.labels[1],
@@ -184,17 +210,28 @@ class ModelStore:
             return None
         return head if isinstance(head, dict) else None
 
+    def version(self) -> int | None:
+        """The stored snapshot's version; None without a readable header."""
+        head = self.header()
+        v = head.get("version") if head else None
+        return v if isinstance(v, int) else (0 if head else None)
+
     def load(self, **fresh: Any) -> ChurnModel:
         """The stored model; a fresh one (with a warning) if missing, corrupt or incompatible.
 
         `fresh` are the ChurnModel arguments for a model built from scratch.
         """
+        return self.load_versioned(**fresh)[0]
+
+    def load_versioned(self, **fresh: Any) -> tuple[ChurnModel, int]:
+        """`load`, with the version of the snapshot read (0 when there is none)."""
         header_raw, blob = call(
             lambda: self.client.hmget(self.key, ["header", "blob"]), f"load {self.key}"
         )
         if header_raw is None and blob is None:
             log.warning("churn model: no snapshot at %s; starting a fresh model", self.key)
-            return ChurnModel(**fresh)
+            return ChurnModel(**fresh), 0
+        version = _version_of(header_raw)
         try:
             model = self._decode(header_raw, blob)
         except _Unusable as ex:
@@ -203,8 +240,8 @@ class ModelStore:
                 self.key,
                 ex,
             )
-            return ChurnModel(**fresh)
-        return model
+            return ChurnModel(**fresh), version
+        return model, version
 
     def _decode(self, header_raw: bytes | None, blob: bytes | None) -> ChurnModel:
         if header_raw is None or blob is None:
@@ -236,32 +273,111 @@ class ModelStore:
             raise _Unusable(f"blob holds a {type(model).__name__}, not a ChurnModel")
         return model
 
+    # -- the label queue ------------------------------------------------------------
+
+    def queue_label(
+        self,
+        pipe: Any,
+        label_id: str,
+        x: Mapping[str, float],
+        y: int,
+        baseline: float | None,
+        known_at: int = 0,
+    ) -> None:
+        """Queue a decided label on a caller's pipeline, for the learner.
+
+        `known_at` is the event time the label became known; the learner learns
+        what it drains at once in that order."""
+        record = {"id": label_id, "x": x, "y": y, "b": baseline, "at": known_at}
+        pipe.rpush(self.labels_key, orjson.dumps(record))
+
+    def queued(self) -> int:
+        """Labels waiting for the learner."""
+        return int(call(lambda: self.client.llen(self.labels_key), f"read {self.labels_key}"))
+
+    def pending_labels(self, limit: int) -> list[bytes]:
+        """The oldest `limit` queued labels, raw."""
+        return call(
+            lambda: self.client.lrange(self.labels_key, 0, limit - 1), f"read {self.labels_key}"
+        )
+
+    def already_learned(self, ids: list[str]) -> set[str]:
+        """Those of `ids` that a committed snapshot has learned (within the memory window)."""
+        if not ids:
+            return set()
+        scores = call(
+            lambda: self.client.zmscore(self.learned_key, ids), f"read {self.learned_key}"
+        )
+        return {i for i, sc in zip(ids, scores, strict=True) if sc is not None}
+
+    def commit(
+        self,
+        header: dict[str, Any],
+        blob: bytes,
+        from_version: int,
+        consumed: int,
+        learned_ids: list[str],
+        remember_ms: int,
+    ) -> bool:
+        """Write snapshot, queue head and learned ids at once; False if another learner won."""
+        args = [from_version, orjson.dumps(header), blob, consumed, int(time.time() * 1000)]
+        return bool(
+            call(
+                lambda: self._commit(
+                    keys=[self.key, self.labels_key, self.learned_key],
+                    args=[*args, remember_ms, *learned_ids],
+                ),
+                f"commit churn model to {self.key}",
+            )
+        )
+
+    def hold_lease(self, token: str, ttl_ms: int = LEASE_MS) -> bool:
+        """Take or renew the learner's lease; True while `token` holds it."""
+
+        def take() -> bool:
+            if self.client.set(self.lease_key, token, nx=True, px=ttl_ms):
+                return True
+            if self.client.get(self.lease_key) == token.encode():
+                self.client.pexpire(self.lease_key, ttl_ms)
+                return True
+            return False
+
+        return bool(call(take, f"lease {self.lease_key}"))
+
+
+def _version_of(header_raw: bytes | None) -> int:
+    try:
+        head = orjson.loads(header_raw) if header_raw is not None else None
+    except orjson.JSONDecodeError:
+        return 0
+    v = head.get("version") if isinstance(head, dict) else None
+    return v if isinstance(v, int) else 0
+
 
 class _Unusable(Exception):
     """A snapshot that cannot be restored (never leaves this module)."""
 
 
 class SharedChurnModel:
-    """One churn model per process, shared by its worker threads.
+    """One process's copy of the churn model, shared by its worker threads.
 
-    Every label any thread learns goes into the same model, and the snapshot
-    is always that model, so several worker threads learn as one would. A
-    lock keeps a learn, a score and a pickle from overlapping.
+    Threads score with it. `sync` reloads it when another process has
+    committed a newer snapshot and, in the process holding the learner's
+    lease, learns the queued labels and commits them. A lock keeps a learn, a
+    score and a pickle from overlapping; a second one lets a single thread of
+    the process drain the queue at a time.
     """
 
-    def __init__(self, model: ChurnModel) -> None:
+    def __init__(self, model: ChurnModel, version: int = 0) -> None:
         self.model = model
+        self.version = version
+        self.token = uuid.uuid4().hex  # this process's claim on the learner's lease
         self._lock = threading.Lock()
-        self._dirty = False  # learned since the last snapshot was queued
+        self._draining = threading.Lock()
 
     def predict_one(self, x: Mapping[str, float]) -> float:
         with self._lock:
             return self.model.predict_one(x)
-
-    def learn_one(self, x: Mapping[str, float], y: int, baseline: float | None = None) -> float:
-        with self._lock:
-            self._dirty = True
-            return self.model.learn_one(x, y, baseline)
 
     def top_features(self, x: Mapping[str, float], k: int = 3) -> list[tuple[str, float]]:
         with self._lock:
@@ -271,11 +387,66 @@ class SharedChurnModel:
         with self._lock:
             return self.model.metrics()
 
-    def queue_snapshot(self, pipe: Any, store: ModelStore) -> bool:
-        """Queue a snapshot on `pipe` if anything was learned since the last one."""
+    def sync(
+        self,
+        store: ModelStore,
+        *,
+        remember_ms: int,
+        force: bool = False,
+        limit: int = DRAIN_LIMIT,
+    ) -> int:
+        """Reload a newer snapshot; learn and commit the queued labels if this process
+        is the learner (`force`: whatever the lease says). Returns the labels learned."""
+        if not self._draining.acquire(blocking=False):
+            return 0  # another thread of this process is at it
+        try:
+            if (store.version() or 0) != self.version:
+                self._reload(store)
+            if not force and not store.hold_lease(self.token):
+                return 0
+            total = 0
+            while True:
+                raw = store.pending_labels(limit)
+                if not raw:
+                    return total
+                learned = self._learn(store, raw, remember_ms)
+                if learned is None:
+                    self._reload(store)  # another learner committed first: take its model
+                    return total
+                total += learned
+                if len(raw) < limit:
+                    return total
+        finally:
+            self._draining.release()
+
+    def _learn(self, store: ModelStore, raw: list[bytes], remember_ms: int) -> int | None:
+        items = []
+        for r in raw:
+            try:
+                it = orjson.loads(r)
+                at = int(it.get("at") or 0)
+                items.append((at, str(it["id"]), dict(it["x"]), int(it["y"]), it.get("b")))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                log.warning("churn model: dropping an unreadable queued label")
+        # in the order the labels became known, not the order workers queued
+        # them: progressive validation must never learn a later label first
+        items.sort(key=lambda it: (it[0], it[1]))
+        seen = store.already_learned(list(dict.fromkeys(i for _, i, *_ in items)))
+        fresh: list[str] = []
         with self._lock:
-            if not self._dirty:
-                return False
-            store.queue_save(pipe, self.model)
-            self._dirty = False
-            return True
+            for _, label_id, x, y, base in items:
+                if label_id in seen:
+                    continue  # queued again by a batch read twice: learned once
+                seen.add(label_id)
+                self.model.learn_one(x, y, baseline=base)
+                fresh.append(label_id)
+            header, blob = store.snapshot(self.model, self.version + 1)
+        if not store.commit(header, blob, self.version, len(raw), fresh, remember_ms):
+            return None
+        self.version += 1
+        return len(fresh)
+
+    def _reload(self, store: ModelStore) -> None:
+        model, version = store.load_versioned()
+        with self._lock:
+            self.model, self.version = model, version

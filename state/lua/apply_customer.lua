@@ -86,7 +86,9 @@ local up = jget(p.up, {})  -- exposures: {kind, trigger ts, holdout 0/1, convert
 local lap, alc, acf = jget(p.lap, {}), num(p.alc), num(p.acf)
 local conversions = {}
 local channels = {}
--- chs: channel -> last activity, one small map for the churn features' channel mix
+-- chs: channel -> first activity, one small map for the churn features' channel
+-- count. A first use, unlike a last one, is still right for any earlier moment
+-- judged after later events of the same batch were applied.
 local chs = jget(p.chs, {})
 local touched = {}
 
@@ -248,7 +250,10 @@ for i, e in ipairs(events) do
       lapse(ts)
       fa = minv(fa, ts); la = maxv(la, ts)
       newest_day = maxv(newest_day, day)
-      if e.ch then channels[e.ch] = maxv(channels[e.ch] or num(redis.call('HGET', P, 'c:' .. e.ch)), ts) end
+      if e.ch then
+        channels[e.ch] = maxv(channels[e.ch] or num(redis.call('HGET', P, 'c:' .. e.ch)), ts)
+        chs[e.ch] = minv(chs[e.ch], ts)
+      end
       seen_at_store(e.st, ts)
       seen_at_position(e.lat, e.lon, ts)
     end
@@ -321,6 +326,7 @@ for i, e in ipairs(events) do
       for _, x in ipairs(a.vd and cjson.decode(a.vd) or {}) do ring_add(vd, x[1], x[2]); newest_day = maxv(newest_day, x[1]) end
       for name, c in pairs(a.cat and cjson.decode(a.cat) or {}) do cat_add(name, c) end
       for _, d in ipairs(a.pd and cjson.decode(a.pd) or {}) do premium_day(d) end
+      for ch, t in pairs(a.chs and cjson.decode(a.chs) or {}) do chs[ch] = minv(chs[ch], t) end
       for key, v in pairs(a) do
         if string.sub(key, 1, 2) == 'c:' then
           local ch = string.sub(key, 3)
@@ -340,7 +346,6 @@ if applied > 0 then
   table.insert(w, 'pd'); table.insert(w, cjson.encode(pd))
   for ch, ts in pairs(channels) do
     table.insert(w, 'c:' .. ch); table.insert(w, string.format('%d', ts))
-    chs[ch] = maxv(chs[ch], ts)
   end
   if next(chs) ~= nil then table.insert(w, 'chs'); table.insert(w, cjson.encode(chs)) end
   if next(cart) == nil then redis.call('HDEL', P, 'cart') else table.insert(w, 'cart'); table.insert(w, cjson.encode(cart)) end

@@ -13,7 +13,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from state.errors import StateError
-from state.model import FORMAT_VERSION, ChurnModel, ModelStore
+from state.model import FORMAT_VERSION, ChurnModel, ModelStore, SharedChurnModel
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,7 @@ def test_saved_model_restores_with_its_metrics_and_labels(
     model = trained()
     store = ModelStore(redis_client, key_prefix)
     header = store.save(model, now_ms=1_780_000_000_000)
-    assert store.key == f"{key_prefix}:model:churn"
+    assert store.key == f"{key_prefix}:{{model}}:churn"
     assert header["format"] == FORMAT_VERSION and header["labels"] == 500
     assert store.header() == header
 
@@ -62,7 +62,7 @@ def test_missing_snapshot_gives_a_fresh_model_and_a_warning(
     with caplog.at_level(logging.WARNING, logger="state.model"):
         model = store.load()
     assert model.metrics()["labels"] == 0
-    assert f"no snapshot at {key_prefix}:model:churn" in caplog.text
+    assert f"no snapshot at {key_prefix}:{{model}}:churn" in caplog.text
     assert store.header() is None
 
 
@@ -111,11 +111,11 @@ def test_unusable_snapshot_gives_a_fresh_model_and_a_warning(
 
 
 def test_redis_failure_is_a_state_error(redis_client: redis.Redis, key_prefix: str) -> None:
-    redis_client.set(f"{key_prefix}:model:churn", "a string, not a hash")
+    redis_client.set(f"{key_prefix}:{{model}}:churn", "a string, not a hash")
     store = ModelStore(redis_client, key_prefix)
-    with pytest.raises(StateError, match="model:churn"):
+    with pytest.raises(StateError, match=r"\{model\}:churn"):
         store.load()
-    with pytest.raises(StateError, match="model:churn"):
+    with pytest.raises(StateError, match=r"\{model\}:churn"):
         store.save(ChurnModel())
 
     nothing_listens = redis.Redis(
@@ -123,3 +123,51 @@ def test_redis_failure_is_a_state_error(redis_client: redis.Redis, key_prefix: s
     )
     with pytest.raises(StateError):
         ModelStore(nothing_listens, key_prefix).load()
+
+
+def queue(store: ModelStore, redis_client: redis.Redis, labels: list[tuple[str, int]]) -> None:
+    rng = random.Random(5)
+    pipe = redis_client.pipeline(transaction=False)
+    for label_id, y in labels:
+        store.queue_label(pipe, label_id, synthetic(rng)[0], y, 0.5)
+    pipe.execute()
+
+
+def test_a_label_queued_twice_is_learned_once_also_by_a_later_learner(
+    redis_client: redis.Redis, key_prefix: str
+) -> None:
+    store = ModelStore(redis_client, key_prefix)
+    learner = SharedChurnModel(*store.load_versioned())
+    # a batch read again after a crash queues its labels again
+    queue(store, redis_client, [("a|1", 1), ("b|1", 0), ("a|1", 1)])
+    assert learner.sync(store, remember_ms=60_000) == 2
+    queue(store, redis_client, [("b|1", 0), ("c|1", 1)])
+    # a restarted process: a new copy from the snapshot, a new lease holder once free
+    redis_client.delete(store.lease_key)
+    restarted = SharedChurnModel(*store.load_versioned())
+    assert restarted.model.n_labels == 2
+    assert restarted.sync(store, remember_ms=60_000) == 1
+    assert store.load().n_labels == 3 and store.queued() == 0
+    assert redis_client.zcard(store.learned_key) == 3
+
+
+def test_only_the_lease_holder_learns_and_a_stale_learner_cannot_overwrite(
+    redis_client: redis.Redis, key_prefix: str
+) -> None:
+    store = ModelStore(redis_client, key_prefix)
+    first = SharedChurnModel(*store.load_versioned())
+    second = SharedChurnModel(*store.load_versioned())
+    queue(store, redis_client, [("a|1", 1), ("b|1", 0)])
+    assert first.sync(store, remember_ms=60_000) == 2
+    queue(store, redis_client, [("c|1", 1)])
+    assert second.sync(store, remember_ms=60_000) == 0  # the lease is first's
+    assert second.model.n_labels == 2  # ...but it reloaded first's snapshot to score with
+    # a learner whose copy is behind the snapshot (it stalled past its lease)
+    # has its commit refused, and takes the committed model instead
+    stale = SharedChurnModel(ChurnModel(), version=0)
+    assert stale.sync(store, remember_ms=60_000, force=True) == 1  # reloads, then learns c
+    assert store.load().n_labels == 3
+    stale.version = 0  # as if it had not seen the last commit
+    queue(store, redis_client, [("d|1", 0)])
+    assert stale._learn(store, store.pending_labels(10), 60_000) is None
+    assert store.load().n_labels == 3 and store.queued() == 1

@@ -46,7 +46,7 @@ def customer(**kw: object) -> ChurnInputs:
         order_times=(days_ago(33), days_ago(23), days_ago(13)),
         views=[[TODAY - 40, 10], [TODAY - 5, 5]],
         carts=[],
-        channels={"web": days_ago(2), "store": days_ago(45)},
+        channels={"web": days_ago(200), "store": days_ago(45)},
         segment="regular",
         tier="gold",
         abandoned_carts=2,
@@ -69,7 +69,7 @@ def test_features_of_a_regular_customer() -> None:
     assert x["interactions_last_30"] == 5.0
     assert x["interactions_prev_30"] == 10.0
     assert x["activity_ratio"] == 6 / 11
-    assert x["channels_active_30"] == 1.0
+    assert x["channels_used"] == 2.0
     assert x["cart_abandonments"] == 2.0
     assert x["tier_gold"] == 1.0 and x["tier_silver"] == 0.0 and x["tier_platinum"] == 0.0
     assert x["segment_regular"] == 1.0
@@ -134,9 +134,10 @@ def test_no_activity_in_either_window_is_no_change() -> None:
     assert x["activity_ratio"] == 1.0
 
 
-def test_channels_active_in_the_window() -> None:
-    chans = {"web": days_ago(1), "app": days_ago(29.9), "store": days_ago(30), "pos": NOW}
-    assert features(customer(channels=chans), NOW)["channels_active_30"] == 3.0
+def test_channels_used_by_first_use_up_to_now() -> None:
+    # a channel first used after the moment scored (later in a catch-up batch) does not count
+    chans = {"web": days_ago(400), "app": days_ago(29.9), "pos": NOW, "store": NOW + 1}
+    assert features(customer(channels=chans), NOW)["channels_used"] == 3.0
 
 
 def test_unknown_tier_and_segment_are_all_zero() -> None:
@@ -152,17 +153,16 @@ def test_inputs_from_profile_state() -> None:
         "fa": str(days_ago(50)),
         "vd": f"[[{TODAY - 1},4]]",
         "cd": "{}",  # an empty ring as cjson writes it
-        "c:web": str(days_ago(1)),
-        b"c:app": str(days_ago(40)).encode(),
+        "chs": f'{{"web":{days_ago(1)},"app":{days_ago(40)},"store":{NOW + 5}}}',
         "s": "new",
         "t": "silver",
     }
     inp = ChurnInputs.from_profile(state, [(days_ago(10), 1000), (days_ago(3), 4000)], 1)
     assert inp.frequency == 2 and inp.monetary_cents == 5000
     assert inp.views == [[TODAY - 1, 4]] and inp.carts == []
-    assert inp.channels == {"web": days_ago(1), "app": days_ago(40)}
+    assert inp.channels == {"web": days_ago(1), "app": days_ago(40), "store": NOW + 5}
     x = features(inp, NOW)
-    assert x["avg_interval_days"] == 7.0 and x["channels_active_30"] == 1.0
+    assert x["avg_interval_days"] == 7.0 and x["channels_used"] == 2.0
     assert x["segment_new"] == 1.0 and x["tier_silver"] == 1.0 and x["cart_abandonments"] == 1.0
 
 
@@ -304,7 +304,7 @@ def synthetic(rng: random.Random) -> tuple[dict[str, float], int]:
         -2.0
         + 1.6 * min(x["gap_ratio"], 4.0)
         + 1.5 * (1.0 - min(x["activity_ratio"], 2.0))
-        - 0.4 * x["channels_active_30"]
+        - 0.4 * x["channels_used"]
     )
     return x, int(rng.random() < 1 / (1 + math.exp(-z)))
 

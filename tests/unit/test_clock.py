@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from operators.clock import HOUR_MS, Watermark
+from operators.clock import DAY_MS, HOUR_MS, Watermark
 
 T = 1_795_342_500_000  # an event time
 WALL = 1_795_342_600_000  # a wall-clock time
@@ -80,6 +80,20 @@ def test_restart_resumes_from_the_durable_maximum() -> None:
     clock.merge(T, WALL)
     assert clock.now == T - LATE
     assert clock.observe(T - HOUR_MS, WALL) is True
+
+
+def test_a_restart_ends_where_an_uninterrupted_run_would() -> None:
+    # before the crash the run read an event at T + 1 day on one topic while
+    # another topic held the clock at T; the restart re-reads only the latter
+    clock = Watermark(LATE, highest_before_ms=T + DAY_MS)
+    clock.merge(T, WALL)
+    clock.settle(WALL)
+    assert clock.now == T - LATE  # nothing known to be done yet: no jump
+    clock.opened("orders#0")
+    clock.observe(T + HOUR_MS, WALL, "orders#0")
+    assert clock.now == T + HOUR_MS - LATE  # the partition still reading holds it
+    clock.caught_up("orders#0", WALL)
+    assert clock.now == T + DAY_MS - LATE
 
 
 def test_idle_advance_moves_with_wall_time() -> None:
