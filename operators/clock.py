@@ -98,7 +98,9 @@ class Watermark:
         held = self.holding(wall_ms)
         if held:
             basis = min(self.partition_max.get(p, 0) for p in held)
-        elif self.partition_max:
+        elif self.delivering:
+            # every partition that opened is done (`partition_max` may hold the
+            # maxima restored from before a restart: it says nothing of that)
             basis = max(self.highest_ms, self.highest_before_ms)
         else:
             basis = self.highest_ms  # no partition opened yet: nothing known to be done
