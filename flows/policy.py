@@ -94,6 +94,10 @@ def settle(
     # labels go to the learner's queue in this transaction, ahead of the swaps
     # that take their vectors (see `_queue_labels`, `sync_model`)
     _queue_labels(w, pipe, updates)
+    if exact:
+        # one reader takes every vector it read: count the labels with the
+        # transaction that queues them, so a crash cannot lose the count
+        _learn(w, updates, {}, [])
     # what the decisions counted goes with them; input counters go with the offsets
     decided = _decision_counters(w)
     w.store.queue_commit(pipe, labels, timers, decided)
@@ -112,7 +116,8 @@ def settle(
     committed = _queue_flush(w, pipe) if exact else None
     replies = w.store.execute(pipe, "settle triggers") if len(pipe) else []
 
-    _learn(w, updates, swaps, replies)
+    if not exact:
+        _learn(w, updates, swaps, replies)
     out: list[dict[str, Any]] = []
     counters: Counter[str] = Counter()
     with_entry: list[str] = []
@@ -192,7 +197,10 @@ def sync_model(w: Worker) -> None:
     """Learn what the batch queued (if this process is the learner), or reload the
     learner's newer snapshot: the next batch scores with it, as a lone worker would."""
     if w.model is not None and w.model_store is not None:
-        w.model.sync(w.model_store, remember_ms=w.dedup_ttl_ms)
+        # Ordered input has one reader: it is the learner, without waiting for a
+        # lease a killed run may still hold, so a restart learns as a clean run.
+        ordered = w.settings.engine.ordered_input
+        w.model.sync(w.model_store, remember_ms=w.dedup_ttl_ms, force=ordered)
 
 
 def flush(w: Worker) -> None:

@@ -100,6 +100,11 @@ class EngineStep:
             w.batch = batch_key(items)
             # the pass is done once per batch, also when the batch is read again
             if not w.batch or w.store.swept() != w.batch:
+                # labels of the last batch that a killed run queued but did not
+                # learn: learned before this batch scores anyone, as a clean run
+                # learns them at the end of that batch (once this batch's sweep
+                # is done, the queue holds its labels: those wait for the end)
+                sync_model(w)
                 swept = sweep(w)
         w.clock.settle(wall)  # a caught-up partition's grace may have run out
         per_topic: dict[str, int] = {}

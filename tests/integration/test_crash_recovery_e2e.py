@@ -101,10 +101,12 @@ def comparable(state: dict[str, Any]) -> dict[str, Any]:
             continue  # writer -> offsets: writers are named per process
         if family(key) == ":{t:*}":
             value = "claimed"  # the value is the token of the settlement that claimed it
-        elif key == ":model:churn":
+        elif key == ":{model}:churn":
             header = orjson.loads(value[b"header"])
             del header["saved_at"]  # wall clock
             value = {**value, b"header": header}
+        elif key == ":{model}:learned":
+            value = sorted(member for member, _ in value)  # scored by the wall clock
         out[key] = value
     return out
 
