@@ -210,21 +210,11 @@ class KafkaInput(FixedPartitionedSource[Record | Tick | PartitionMark, int]):
         self._tick_ms = tick_ms
 
     def list_parts(self) -> list[str]:
-        # The consumer's own config: same security settings, no admin-only keys.
-        probe = Consumer(self._config)
-        try:
-            md = probe.list_topics(timeout=10)
-        finally:
-            probe.close()
-        parts = []
-        for full in self._topics:
-            meta = md.topics.get(full)
-            if meta is None or meta.error is not None:
-                raise ConnectorError(
-                    f"kafka: topic {full!r} does not exist; run `omnipulse topics create`"
-                )
-            parts.extend(_part_name(full, p) for p in sorted(meta.partitions))
-        return parts
+        return [
+            _part_name(full, p)
+            for full, parts in topic_partitions(self._config, self._topics).items()
+            for p in parts
+        ]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _PartitionReader:
         full, _, p = for_part.rpartition("#")
@@ -243,6 +233,25 @@ class KafkaInput(FixedPartitionedSource[Record | Tick | PartitionMark, int]):
             self._until_caught_up,
             self._tick_ms,
         )
+
+
+def topic_partitions(config: dict[str, Any], topics: Iterable[str]) -> dict[str, list[int]]:
+    """Each topic's partition numbers, asked of the cluster with the consumer's own
+    config (same security settings, no admin-only keys); a missing topic is an error."""
+    probe = Consumer(config)
+    try:
+        md = probe.list_topics(timeout=10)
+    finally:
+        probe.close()
+    out = {}
+    for full in topics:
+        meta = md.topics.get(full)
+        if meta is None or meta.error is not None:
+            raise ConnectorError(
+                f"kafka: topic {full!r} does not exist; run `omnipulse topics create`"
+            )
+        out[full] = sorted(meta.partitions)
+    return out
 
 
 class OffsetCommitter:

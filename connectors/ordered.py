@@ -34,7 +34,14 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from connectors.errors import ConnectorError
-from connectors.kafka_io import IDLE_POLL, SHUTDOWN, PartitionMark, Record, Tick
+from connectors.kafka_io import (
+    IDLE_POLL,
+    SHUTDOWN,
+    PartitionMark,
+    Record,
+    Tick,
+    topic_partitions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -193,21 +200,12 @@ class OrderedKafkaInput(FixedPartitionedSource[Item, None]):
         return [ALL]
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _MergedReader:
-        probe = Consumer(self._config)
-        try:
-            md = probe.list_topics(timeout=10)
-        finally:
-            probe.close()
         resume = self._resume_offsets()
-        starts = {}
-        for full, logical in self._topics.items():
-            meta = md.topics.get(full)
-            if meta is None or meta.error is not None:
-                raise ConnectorError(
-                    f"kafka: topic {full!r} does not exist; run `omnipulse topics create`"
-                )
-            for p in sorted(meta.partitions):
-                starts[(full, p)] = resume.get(f"{logical}#{p}", OFFSET_BEGINNING)
+        starts = {
+            (full, p): resume.get(f"{self._topics[full]}#{p}", OFFSET_BEGINNING)
+            for full, parts in topic_partitions(self._config, self._topics).items()
+            for p in parts
+        }
         return _MergedReader(
             self._config,
             starts,

@@ -13,7 +13,6 @@ when a crash makes a batch run twice.
 
 from __future__ import annotations
 
-import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -28,8 +27,6 @@ from operators.policy import MARKETING_KINDS, local_day
 from operators.triggers import Trigger
 from state.ledger import ClaimItem, TriggerLedger
 from state.outbox import Receipt, emission_counters
-
-log = logging.getLogger(__name__)
 
 
 def record_of(t: Trigger) -> dict[str, Any]:

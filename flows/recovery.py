@@ -50,7 +50,7 @@ def recover(settings: Settings, bootstrap: str, redis_url: str) -> Recovered:
         outbox = Outbox(client, keys)
         pending = outbox.pending()
         found: set[str] = set()
-        todo = []
+        missing = []
         counters: Counter[str] = Counter()
         if pending:
             acked, start = outbox.acked_offsets()
@@ -63,15 +63,17 @@ def recover(settings: Settings, bootstrap: str, redis_url: str) -> Recovered:
             for p in pending:
                 counters.update(p.counters)
                 counters.update(emission_counters(p.records))
-                todo.extend(r for r in p.records if r["trigger_id"] not in found)
-            if todo:
+                missing.extend(r for r in p.records if r["trigger_id"] not in found)
+            if missing:
                 produce_all(
                     producer_config(bootstrap, dict(k.extra)),
-                    [trigger_message(settings, dict(r)) for r in todo],
+                    [trigger_message(settings, dict(r)) for r in missing],
                 )
         outbox.finish(pending, dict(counters), end_offsets(config, topics))
     metrics.count_batch(counters)
-    done = Recovered(len(pending), sum(len(p.records) for p in pending) - len(todo), len(todo))
+    done = Recovered(
+        len(pending), sum(len(p.records) for p in pending) - len(missing), len(missing)
+    )
     if pending:
         log.info(
             "recovery: %d unconfirmed settlements; %d triggers already delivered, %d emitted now",
