@@ -3,24 +3,30 @@
 The default source (`connectors.kafka_io.KafkaInput`) reads each partition on
 its own, so how topics interleave, and where batches end, depends on timing.
 State applies events in the order they are read, so two runs over the same
-topics can differ. With `engine.ordered_input`, one reader takes all input
+topics can differ. With `engine.ordered_input`, a reader takes all input
 partitions and merges them by (event time, topic, partition, offset), and cuts
-the merged sequence into batches of exactly `batch_size` records, each closed
-by a `BatchEnd`. A record is taken only when every partition still open has a
-record waiting, or has reached its end, so what the sequence holds depends on
-the topics' contents and the start offsets only. The engine stores its resume
-offsets at batch ends, so a restarted engine takes up the same sequence at
-the same batch: a crash leaves the same state as a clean run (acceptance of
-issue 5). The cost: one reader and one worker for the input, and each value
-is parsed once more here for its `ts`.
+the merged sequence into numbered batches of exactly `batch_size` records,
+each closed by a `BatchEnd`. A record is taken only when every partition still
+open has a record waiting, or has reached its end, so what the sequence holds
+depends on the topics' contents and the start offsets only. The engine stores
+its resume offsets at batch ends, so a restarted engine takes up the same
+sequence at the same batch: a crash leaves the same state as a clean run
+(acceptance of issue 5).
 
-When the input is live (some partition waits for records that do not exist
-yet), a partial batch goes out once the waiting partitions reach their end
-again; that part of the sequence follows timing as any live read does.
+Every worker of the engine runs such a reader over all partitions and applies
+its own share of each batch (`flows.cluster`). The workers agree on each
+batch's plan through the state store (`agree`: the first worker to cut batch
+N sets its plan, the others take that plan), so they process the same batches
+also where timing decides the cut: when the input is live (some partition
+waits for records that do not exist yet), a partial batch goes out once the
+waiting partitions reach their end again, and idle ticks are batches too.
+The cost: each worker reads and parses every record, and each value is
+parsed once more here for its `ts`.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
 from collections import deque
@@ -30,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from connectors.errors import ConnectorError
@@ -45,14 +51,34 @@ from connectors.kafka_io import (
 
 log = logging.getLogger(__name__)
 
-ALL = "all"  # the one Bytewax partition of the ordered source
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
 
 @dataclass(slots=True)
 class BatchEnd:
-    """The records since the previous `BatchEnd` are one engine batch."""
+    """The records since the previous `BatchEnd` are batch `seq`, as read by
+    worker `index` of `count` (every worker reads the same batches)."""
+
+    seq: int = 0
+    index: int = 0
+    count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Where a worker's reader starts: after batch `seq`, at `offsets` ("topic#p"),
+    with the partitions named in `ended` at their end, as that batch left them."""
+
+    seq: int
+    offsets: dict[str, int]
+    ended: frozenset[str] = frozenset()
+
+
+# A batch plan, as the workers agree on it (JSON-able): the end offset of each
+# partition with records in the batch ("topic#p" -> next offset), the
+# partitions whose end the batch reaches, and the wall time of an idle tick.
+Plan = dict[str, Any]
 
 
 def event_ms(value: bytes | None) -> int:
@@ -70,12 +96,27 @@ def event_ms(value: bytes | None) -> int:
 Item = Record | Tick | PartitionMark | BatchEnd
 
 
-class _MergedReader(StatefulSourcePartition[Item, None]):
+class _MergedReader(StatelessSourcePartition[Item]):
+    """One worker's reader of every input partition.
+
+    Each batch is cut from the records waiting (`_plan`), proposed to the other
+    workers (`agree`: the first proposal of a batch number wins), and taken
+    out in merged order (`_take`). A worker whose proposal lost takes the
+    winner's plan instead: all workers process the same batches, also when
+    live input makes the cut depend on timing.
+    """
+
     def __init__(
         self,
         config: dict[str, Any],
         starts: dict[tuple[str, int], int],
         logical: dict[str, str],
+        *,
+        seq: int,
+        ended: frozenset[str],
+        index: int,
+        count: int,
+        agree: Callable[[int, Plan | None], Plan | None],
         batch_size: int,
         until_caught_up: bool,
         tick_ms: int,
@@ -85,16 +126,25 @@ class _MergedReader(StatefulSourcePartition[Item, None]):
         self._logical = logical
         self._rank = {topic: i for i, topic in enumerate(sorted(logical))}
         self._parts = sorted(starts)
+        self._by_name = {self._name(tp): tp for tp in self._parts}
         self._waiting: dict[tuple[str, int], deque[tuple[int, Record]]] = {
             tp: deque() for tp in self._parts
         }
+        # next offset known read (records or the partition's end) per partition
+        self._read_to: dict[tuple[str, int], int] = {
+            tp: off if off >= 0 else 0 for tp, off in starts.items()
+        }
         self._eof: set[tuple[str, int]] = set()  # at its end as last reported
-        self._ended: set[tuple[str, int]] = set()  # its end mark is in the sequence
+        # its end mark is in the sequence (restored from the resume point: the
+        # sequence goes on as it would have without a restart)
+        self._ended = {tp for tp in self._parts if self._name(tp) in ended}
+        self._seq = seq  # the last batch taken
+        self._index = index
+        self._count = count
+        self._agree = agree
         self._batch_size = batch_size
         self._until_caught_up = until_caught_up
         self._tick_ms = tick_ms
-        self._out: list[Item] = []
-        self._records = 0  # records in self._out
         self._opened = False
         self._done = False
         self._awake: datetime | None = None
@@ -112,97 +162,151 @@ class _MergedReader(StatefulSourcePartition[Item, None]):
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
                     self._eof.add(tp)
+                    if msg.offset() is not None and msg.offset() >= 0:
+                        self._read_to[tp] = max(self._read_to[tp], msg.offset())
                     continue
                 if err.fatal():
                     raise ConnectorError(f"kafka: {self._name(tp)}: {err}")
                 log.warning("kafka: %s: %s", self._name(tp), err)
                 continue
             self._eof.discard(tp)
+            self._read_to[tp] = max(self._read_to[tp], msg.offset() + 1)
             rec = Record(self._logical[tp[0]], tp[1], msg.offset(), msg.key(), msg.value(), now_ms)
             self._waiting[tp].append((event_ms(rec.value), rec))
         return bool(msgs)
 
-    def _merge(self) -> bool:
-        """Move records to the batch in merged order; True when a batch is complete."""
-        while self._records < self._batch_size:
+    def _plan(self) -> Plan | None:
+        """The next batch as this reader would cut it, or None while it must wait.
+
+        Records go in merged order; one is taken only when every partition
+        still open has a record waiting or has reached its end, so what a batch
+        holds depends on the topics' contents and the start offsets only.
+        """
+        taken = dict.fromkeys(self._parts, 0)
+        ended = set(self._ended)
+        newly: list[str] = []
+        n = 0
+        while n < self._batch_size:
             heads = []
             for tp in self._parts:
-                queue = self._waiting[tp]
-                if queue:
-                    if tp in self._ended:
-                        self._ended.discard(tp)  # live input: the partition delivers again
-                    ts, rec = queue[0]
+                queue, i = self._waiting[tp], taken[tp]
+                if i < len(queue):
+                    ended.discard(tp)  # live input: the partition delivers again
+                    ts, rec = queue[i]
                     heads.append((ts, self._rank[tp[0]], tp[1], rec.offset, tp))
-                elif tp not in self._ended:
+                elif tp not in ended:
                     if tp not in self._eof:
-                        return False  # its next record may come first: wait for it
-                    self._ended.add(tp)
-                    self._out.append(PartitionMark(self._name(tp), at_end=True))
+                        return None  # its next record may come first: wait for it
+                    ended.add(tp)
+                    newly.append(self._name(tp))
             if not heads:
-                return bool(self._out)  # every partition at its end
+                if not n and not newly:
+                    return None  # every partition at its end, as already marked
+                break
             tp = min(heads)[-1]
-            self._out.append(self._waiting[tp].popleft()[1])
-            self._records += 1
-        return True
+            taken[tp] += 1
+            n += 1
+        ends = {
+            self._name(tp): self._waiting[tp][k - 1][1].offset + 1 for tp, k in taken.items() if k
+        }
+        return {"ends": ends, "ended": newly, "tick": None}
+
+    def _take(self, plan: Plan) -> list[Item] | None:
+        """Batch `plan` in merged order, or None until every record of it is read."""
+        ends = {self._by_name[name]: end for name, end in plan["ends"].items()}
+        if any(self._read_to[tp] < end for tp, end in ends.items()):
+            return None
+        out: list[Item] = []
+        if plan.get("tick") is not None:
+            out.append(Tick(int(plan["tick"])))
+        heads = []
+        for tp, end in ends.items():
+            queue = self._waiting[tp]
+            if queue and queue[0][1].offset < end:
+                ts, rec = queue[0]
+                heads.append((ts, self._rank[tp[0]], tp[1], rec.offset, tp))
+        heapq.heapify(heads)
+        while heads:
+            tp = heads[0][-1]
+            out.append(self._waiting[tp].popleft()[1])
+            queue = self._waiting[tp]
+            if queue and queue[0][1].offset < ends[tp]:
+                ts, rec = queue[0]
+                heapq.heapreplace(heads, (ts, self._rank[tp[0]], tp[1], rec.offset, tp))
+            else:
+                heapq.heappop(heads)
+        self._ended -= set(ends)
+        for name in plan["ended"]:
+            self._ended.add(self._by_name[name])
+            out.append(PartitionMark(name, at_end=True))
+        self._seq += 1
+        out.append(BatchEnd(self._seq, self._index, self._count))
+        return out
 
     def next_batch(self) -> list[Item]:
         if self._done or SHUTDOWN.is_set():
             raise StopIteration
         if not self._opened:
             self._opened = True
-            return [PartitionMark(self._name(tp), at_end=False) for tp in self._parts]
+            opened = [PartitionMark(self._name(tp), at_end=False) for tp in self._parts]
+            return [*opened, *(PartitionMark(self._name(tp), at_end=True) for tp in self._ended)]
         got = self._pull()
         now_ms = int(time.time() * 1000)
         self._awake = None if got else datetime.now(UTC) + IDLE_POLL
-        if self._merge():
-            out, self._out, self._records = [*self._out, BatchEnd()], [], 0
-            self._last_data_ms = now_ms
-            return out
-        at_end = len(self._ended) == len(self._parts) and not self._out
-        if at_end and self._until_caught_up:
-            self._done = True
-        elif at_end and now_ms - self._last_data_ms >= self._tick_ms:
-            self._last_data_ms = now_ms
-            return [Tick(now_ms), BatchEnd()]
-        return []
+        seq = self._seq + 1
+        plan = self._agree(seq, None)  # another worker may have cut it already
+        if plan is None:
+            plan = self._plan()
+            if plan is None:
+                at_end = len(self._ended) == len(self._parts)
+                if at_end and self._until_caught_up:
+                    self._done = True
+                    return []
+                if not at_end or now_ms - self._last_data_ms < self._tick_ms:
+                    return []
+                plan = {"ends": {}, "ended": [], "tick": now_ms}
+            plan = self._agree(seq, plan)
+            assert plan is not None
+        out = self._take(plan)
+        if out is None:
+            return []  # the winning plan holds records this reader has not read yet
+        self._last_data_ms = now_ms
+        return out
 
     def next_awake(self) -> datetime | None:
         return self._awake
-
-    def snapshot(self) -> None:
-        return None  # resume offsets live in Redis, next to the state
 
     def close(self) -> None:
         self._consumer.close()
 
 
-class OrderedKafkaInput(FixedPartitionedSource[Item, None]):
-    """All partitions of `topics` (full name -> logical name) as one merged sequence."""
+class OrderedKafkaInput(DynamicSource[Item]):
+    """All partitions of `topics` (full name -> logical name) as one merged sequence,
+    read whole by every worker."""
 
     def __init__(
         self,
         config: dict[str, Any],
         topics: dict[str, str],
         *,
-        resume_offsets: Callable[[], dict[str, int]],
+        start: Callable[[int, int], Start],
+        agree: Callable[[int, Plan | None], Plan | None],
         batch_size: int = 1000,
         until_caught_up: bool = False,
         tick_ms: int = 1000,
     ) -> None:
         self._config = config
         self._topics = topics
-        self._resume_offsets = resume_offsets
+        self._start = start
+        self._agree = agree
         self._batch_size = batch_size
         self._until_caught_up = until_caught_up
         self._tick_ms = tick_ms
 
-    def list_parts(self) -> list[str]:
-        return [ALL]
-
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _MergedReader:
-        resume = self._resume_offsets()
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _MergedReader:
+        begin = self._start(worker_index, worker_count)
         starts = {
-            (full, p): resume.get(f"{self._topics[full]}#{p}", OFFSET_BEGINNING)
+            (full, p): begin.offsets.get(f"{self._topics[full]}#{p}", OFFSET_BEGINNING)
             for full, parts in topic_partitions(self._config, self._topics).items()
             for p in parts
         }
@@ -210,7 +314,12 @@ class OrderedKafkaInput(FixedPartitionedSource[Item, None]):
             self._config,
             starts,
             self._topics,
-            self._batch_size,
-            self._until_caught_up,
-            self._tick_ms,
+            seq=begin.seq,
+            ended=begin.ended,
+            index=worker_index,
+            count=worker_count,
+            agree=self._agree,
+            batch_size=self._batch_size,
+            until_caught_up=self._until_caught_up,
+            tick_ms=self._tick_ms,
         )

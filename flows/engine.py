@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import bytewax.operators as op
@@ -10,10 +9,12 @@ import redis
 from bytewax.dataflow import Dataflow
 
 from connectors.kafka_io import KafkaInput, KafkaOutput, consumer_config, producer_config
-from connectors.ordered import BatchEnd, OrderedKafkaInput
+from connectors.ordered import BatchEnd, OrderedKafkaInput, Start
 from flows.delivery import OutboxConfirmer
 from flows.steps import EngineStep
+from flows.worker import PerThread
 from omnipulse.settings import INPUT_TOPICS, Settings
+from state.cluster import Plans, resume_point
 from state.keys import Keys
 
 
@@ -23,19 +24,18 @@ class BatchesByMarker:
 
     def __init__(self, step: EngineStep) -> None:
         self.step = step
-        self._local = threading.local()
+        self._held: PerThread[list[Any]] = PerThread()
 
     def __call__(self, items: list[Any]) -> list[Any]:
-        held: list[Any] = getattr(self._local, "held", [])
+        held = self._held.get() or []
         out: list[Any] = []
         for item in items:
             if isinstance(item, BatchEnd):
-                if held:
-                    out.extend(self.step(held))
+                out.extend(self.step.process(held, item))
                 held = []
             else:
                 held.append(item)
-        self._local.held = held
+        self._held.set(held)
         return out
 
 
@@ -50,21 +50,35 @@ def build_flow(
         # Called as partitions are built on a worker, not at import.
         with redis.Redis.from_url(redis_url) as client:
             raw = client.hgetall(keys.offsets)
-        return {k.decode(): int(v) for k, v in raw.items()}
+        return {k.decode(): int(v) for k, v in raw.items() if not k.startswith(b"@")}
+
+    def start(index: int, count: int) -> Start:
+        with redis.Redis.from_url(redis_url) as client:
+            at = resume_point(client, keys, index, count)
+        return Start(at.seq, at.offsets, at.ended)
 
     flow = Dataflow("omnipulse")
-    source_args: dict[str, Any] = {
-        "resume_offsets": resume_offsets,
-        "batch_size": settings.engine.batch_size,
-        "until_caught_up": until_caught_up,
-    }
     config = consumer_config(bootstrap, kafka.consumer_group, dict(kafka.extra))
     topics = {kafka.topic(t): t for t in INPUT_TOPICS}
     ordered = settings.engine.ordered_input
-    source = (
-        OrderedKafkaInput(config, topics, **source_args)
+    size = settings.engine.batch_size
+    source: OrderedKafkaInput | KafkaInput = (
+        OrderedKafkaInput(
+            config,
+            topics,
+            start=start,
+            agree=Plans(redis_url, keys),
+            batch_size=size,
+            until_caught_up=until_caught_up,
+        )
         if ordered
-        else KafkaInput(config, topics, **source_args)
+        else KafkaInput(
+            config,
+            topics,
+            resume_offsets=resume_offsets,
+            batch_size=size,
+            until_caught_up=until_caught_up,
+        )
     )
     records = op.input("kafka_in", flow, source)
     step = EngineStep(settings, redis_url=redis_url, live=not until_caught_up, bootstrap=bootstrap)

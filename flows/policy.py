@@ -226,6 +226,7 @@ def _queue_flush(w: Worker, pipe: Any) -> tuple[dict[str, int], dict[str, int]] 
         and not memo
         and not swept
         and w.clock.max_event_ms <= w.persisted_clock_ms
+        and (w.cluster is None or w.seq <= w.seq_written)
     ):
         return None
     if dropped and w.outbox is not None:
@@ -233,7 +234,7 @@ def _queue_flush(w: Worker, pipe: Any) -> tuple[dict[str, int], dict[str, int]] 
     if memo:
         w.inventory.forget(pipe, memo)
     if swept:
-        w.store.queue_swept(pipe, swept)
+        w.store.queue_swept(pipe, swept, w.cluster.index if w.cluster else 0)
     if sales and w.sales is not None:
         for tallies in sales:
             w.sales.queue_add(pipe, tallies)
@@ -253,7 +254,13 @@ def _queue_flush(w: Worker, pipe: Any) -> tuple[dict[str, int], dict[str, int]] 
     if moved:
         w.store.queue_partition_clocks(pipe, moved)
         w.persisted_partitions.update(moved)
-    w.store.queue_commit(pipe, {}, {}, counters, offsets)
+    if w.cluster is not None:
+        # ordered input: the worker's resume point names the batch it ends
+        w.store.queue_commit(pipe, {}, {}, counters)
+        w.cluster.queue_progress(pipe, w.seq, offsets, w.clock.ended_at)
+        w.seq_written = w.seq
+    else:
+        w.store.queue_commit(pipe, {}, {}, counters, offsets)
     return offsets, counters
 
 
@@ -261,6 +268,12 @@ def _committed(w: Worker, offsets: dict[str, int], counters: dict[str, int]) -> 
     """After the commit: count it in the metrics, tell the consumer group (lag tools)."""
     metrics.count_batch(counters)
     if w.committer is not None and offsets:
+        if w.cluster is not None and w.cluster.count > 1:
+            # shown to lag tools once every worker has committed the batch
+            # (by worker 0, at the next batch's start: see flows.cluster)
+            if w.cluster.index == 0:
+                w.group_pending.update(offsets)
+            return
         # "clicks#0" -> "<prefix>clicks#0": the full topic name, same partition
         prefixed = w.settings.kafka.topic
         w.committer.commit({prefixed(k): off for k, off in offsets.items()})

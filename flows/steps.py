@@ -13,20 +13,26 @@ import base64
 import hashlib
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from connectors.events import Event, Limits, Rejected, parse_record
-from connectors.kafka_io import Confirm, OutMessage, PartitionMark, Record, Tick
+from connectors.kafka_io import SHUTDOWN, Confirm, OutMessage, PartitionMark, Record, Tick
+from connectors.ordered import BatchEnd
+from flows.cluster import Share, apply_share, begin, owner_subjects
 from flows.commerce import apply_inventory, bopis, cart_availability
 from flows.customers import Review, apply_customers, due_cart_skus, judge, reviews_of
 from flows.policy import flush, settle, sync_model
-from flows.worker import Worker, wall_ms
+from flows.worker import PerThread, Worker, wall_ms
 from omnipulse import metrics
 from omnipulse.settings import DLQ_TOPIC, Settings
 from operators.clock import ms_to_rfc3339
+from state.cluster import Cluster
 from state.model import SharedChurnModel
+
+Item = Record | Tick | PartitionMark
 
 # Live mode: input quiet this long lets the wall clock move event time on. With
 # the input's idle ticks (connectors.kafka_io TICK_MS) it bounds how late a
@@ -35,6 +41,22 @@ IDLE_ADVANCE_MS = 200
 SWEEP_LIMIT = 2000
 DLQ_RAW_LIMIT = 65_536
 SUBJECT_KEYS = ("customer_id", "order_id", "sku", "location_id")
+# Ordered input on several workers: how long a worker waits for the others at
+# a phase of a batch before it fails with the names of the missing workers.
+BARRIER_TIMEOUT_S = 300.0
+
+
+@dataclass(slots=True)
+class Read:
+    """What a batch read: records per topic, and when its first record was read."""
+
+    ingest_ms: int
+    per_topic: dict[str, int] = field(default_factory=dict)
+
+    def count(self, item: Record) -> None:
+        if not self.per_topic:
+            self.ingest_ms = item.read_at_ms
+        self.per_topic[item.topic] = self.per_topic.get(item.topic, 0) + 1
 
 
 class EngineStep:
@@ -47,16 +69,14 @@ class EngineStep:
         self.redis_url = redis_url
         self.live = live
         self.bootstrap = bootstrap  # for consumer-group commits; None: no commits
-        self._local = threading.local()
+        self._workers: PerThread[Worker] = PerThread()
         self._model: SharedChurnModel | None = None  # one per process, for every thread
         self._connecting = threading.Lock()
-        # Ids are replaced right after parsing: nothing downstream (Redis,
-        # trigger topics, metrics) ever sees a raw customer or anonymous id.
         self._pseudonym = settings.privacy.pseudonymizer()
 
     # Built lazily in each worker thread: never at import or in __init__.
     def worker(self) -> Worker:
-        w = getattr(self._local, "worker", None)
+        w = self._workers.get()
         if w is None:
             with self._connecting:
                 w = Worker.connect(
@@ -68,48 +88,108 @@ class EngineStep:
                 )
                 self._model = w.model
                 metrics.STATE.model = self.model_metrics
-            self._local.worker = w
+            self._workers.set(w)
         return w
 
     def model_metrics(self) -> dict[str, Any] | None:
         """The process's churn model figures, for /metrics (None before it is loaded)."""
         return None if self._model is None else self._model.metrics()
 
-    def __call__(self, items: list[Record | Tick | PartitionMark]) -> list[OutMessage | Confirm]:
+    def __call__(self, items: list[Item]) -> list[OutMessage | Confirm]:
         return self.process(items)
 
-    def process(self, items: Sequence[Record | Tick | PartitionMark]) -> list[OutMessage | Confirm]:
-        """The batch's messages, then its receipts for the sink to confirm once delivered."""
+    def process(
+        self, items: Sequence[Item], end: BatchEnd | None = None
+    ) -> list[OutMessage | Confirm]:
+        """The batch's messages, then its receipts for the sink to confirm once delivered.
+
+        With ordered input, `end` names the batch and this worker's place among
+        the others (one worker when None).
+        """
         w = self.worker()
         wall = wall_ms()
-        limits = Limits(
-            now_ms=wall,
-            max_future_ms=int(w.settings.engine.max_future.total_seconds() * 1000),
-            min_ts_ms=w.settings.engine.min_event_time,
-            max_value_bytes=w.settings.engine.max_value_bytes,
+        if w.settings.engine.ordered_input:
+            return self._ordered(w, items, end or BatchEnd(), wall)
+        w.clock.settle(wall)  # a caught-up partition's grace may have run out
+        out, events, read = self._read(w, items, wall, Share(None, {}))
+        caused = process_events(w, events, wall)
+        # a catch-up run drains every due review (see `sweep`)
+        timed = sweep(w, drain=not self.live)
+        sync_model(w)  # once per batch, after the sweep: its labels sort in with the rest
+        return self._emit(w, out, caused, timed, read)
+
+    def _ordered(
+        self, w: Worker, items: Sequence[Item], end: BatchEnd, wall: int
+    ) -> list[OutMessage | Confirm]:
+        """An ordered batch, in the phases of `flows.cluster`.
+
+        What the previous batch made due is swept before this batch moves the
+        clock: the sweep and the batch's events each commit whole, so a crash
+        between them leaves a batch that is simply read again (README, "Crash
+        recovery").
+        """
+        if w.cluster is None:
+            w.cluster = Cluster(
+                w.client,
+                w.store.keys,
+                end.index,
+                end.count,
+                timeout_s=BARRIER_TIMEOUT_S,
+                stop=SHUTDOWN.is_set,
+            )
+            w.seq = w.seq_written = end.seq - 1  # the resume point it started from
+        w.batch = batch_key(items)
+        timed = sweep(w) if begin(w, end) else []
+        w.cluster.arrive_and_wait(end.seq, "swept")
+        w.clock.settle(wall)
+        limits = batch_limits(w, wall)
+        parsed = [self._parse(item, limits) for item in items]
+        everyone = [p for p in parsed if isinstance(p, Event)]
+        share = Share(w.cluster, owner_subjects(w, everyone))
+        out, mine, read = self._read(w, items, wall, share, parsed)
+        # the commit that settles the batch's events also moves the resume point
+        # past it (not the sweep's, made before the batch's offsets were read)
+        w.seq = end.seq
+        caused = apply_share(w, mine, everyone, wall, end)
+        if w.seq > w.seq_written:
+            flush(w)  # a batch with nothing to settle still moves the resume point
+        return self._emit(w, out, timed, caused, read)
+
+    def _parse(self, item: Item, limits: Limits) -> Event | Rejected | None:
+        """A record parsed, its ids replaced by pseudonyms (None for ticks and marks)."""
+        if not isinstance(item, Record):
+            return None
+        parsed = parse_record(
+            item.topic,
+            item.value,
+            limits,
+            partition=item.partition,
+            offset=item.offset,
+            key=item.key,
         )
+        if isinstance(parsed, Event) and self._pseudonym is not None:
+            # Ids are replaced right after parsing: nothing downstream (Redis,
+            # trigger topics, metrics) ever sees a raw customer or anonymous id.
+            parsed.customer_id = self._pseudonym.optional(parsed.customer_id)
+            parsed.anonymous_id = self._pseudonym.optional(parsed.anonymous_id)
+        return parsed
+
+    def _read(
+        self,
+        w: Worker,
+        items: Sequence[Item],
+        wall: int,
+        share: Share,
+        parsed: Sequence[Event | Rejected | None] | None = None,
+    ) -> tuple[list[OutMessage | Confirm], list[Event], Read]:
+        """Move the clock and offsets over the batch; returns (dead letters, this
+        worker's valid events, what was read). Every worker's clock sees every
+        event; counters and dead letters are the share's."""
         out: list[OutMessage | Confirm] = []
         events: list[Event] = []
-        # Ordered input sweeps what the previous batch made due before this
-        # batch moves the clock: the same order of work, but the sweep and the
-        # batch's events each commit whole, so a crash between them leaves a
-        # batch that is simply read again (see README, "Crash recovery").
-        ordered = w.settings.engine.ordered_input
-        swept = []
-        if ordered:
-            w.batch = batch_key(items)
-            # the pass is done once per batch, also when the batch is read again
-            if not w.batch or w.store.swept() != w.batch:
-                # labels of the last batch that a killed run queued but did not
-                # learn: learned before this batch scores anyone, as a clean run
-                # learns them at the end of that batch (once this batch's sweep
-                # is done, the queue holds its labels: those wait for the end)
-                sync_model(w)
-                swept = sweep(w)
-        w.clock.settle(wall)  # a caught-up partition's grace may have run out
-        per_topic: dict[str, int] = {}
-        ingest = wall
-        for item in items:
+        read = Read(ingest_ms=wall)
+        limits = batch_limits(w, wall)
+        for i, item in enumerate(items):
             if isinstance(item, Tick):
                 if self.live and w.settings.engine.idle_advance:
                     w.clock.advance_idle(item.wall_ms, IDLE_ADVANCE_MS)
@@ -122,41 +202,41 @@ class EngineStep:
                 continue
             part = f"{item.topic}#{item.partition}"
             w.offsets[part] = item.offset + 1
-            if not per_topic:
-                ingest = item.read_at_ms
-            per_topic[item.topic] = per_topic.get(item.topic, 0) + 1
-            parsed = parse_record(
-                item.topic,
-                item.value,
-                limits,
-                partition=item.partition,
-                offset=item.offset,
-                key=item.key,
-            )
-            if isinstance(parsed, Rejected):
-                out.append(self._dead_letter(w, parsed, wall))
-            else:
-                if self._pseudonym is not None:
-                    parsed.customer_id = self._pseudonym.optional(parsed.customer_id)
-                    parsed.anonymous_id = self._pseudonym.optional(parsed.anonymous_id)
-                w.counters[f"events:{parsed.topic}"] += 1
-                if parsed.topic != "locations":  # reference data has no event time
-                    w.counters["late"] += w.clock.observe(parsed.ts, wall, part)
-                events.append(parsed)
-        caused = process_events(w, events, wall)
-        # ordered input swept first, before this batch moved the clock; a
-        # catch-up run drains every due review (see `sweep`)
-        timed = swept if ordered else sweep(w, drain=not self.live)
-        records = [*swept, *caused] if ordered else [*caused, *timed]
-        sync_model(w)  # once per batch, after the sweep: its labels sort in with the rest
-        out.extend(self.message(rec, w) for rec in records)
+            p = parsed[i] if parsed is not None else self._parse(item, limits)
+            if isinstance(p, Rejected):
+                if share.first:
+                    read.count(item)
+                    out.append(self._dead_letter(w, p, wall))
+                continue
+            assert p is not None
+            # reference data has no event time
+            late = p.topic != "locations" and w.clock.observe(p.ts, wall, part)
+            if share.mine(p):
+                read.count(item)
+                w.counters[f"events:{p.topic}"] += 1
+                w.counters["late"] += late
+                events.append(p)
+        return out, events, read
+
+    def _emit(
+        self,
+        w: Worker,
+        out: list[OutMessage | Confirm],
+        first: list[dict[str, Any]],
+        then: list[dict[str, Any]],
+        read: Read,
+    ) -> list[OutMessage | Confirm]:
+        """Dead letters, then triggers in the order decided, then the receipts."""
+        out.extend(self.message(rec, w) for rec in [*first, *then])
         out.extend(Confirm(r) for r in w.take_receipts())
         done = wall_ms()
-        metrics.count_records(per_topic, sum(per_topic.values()))
+        metrics.count_records(read.per_topic, sum(read.per_topic.values()))
         metrics.observe_watermark(done, w.clock.now)
-        if records:
-            metrics.observe_triggers(caused, done, ingest_ms=ingest, timers=False)
-            metrics.observe_triggers(timed, done, ingest_ms=ingest, timers=True)
+        ordered = w.settings.engine.ordered_input
+        caused, timed = (then, first) if ordered else (first, then)
+        if caused or timed:
+            metrics.observe_triggers(caused, done, ingest_ms=read.ingest_ms, timers=False)
+            metrics.observe_triggers(timed, done, ingest_ms=read.ingest_ms, timers=True)
         return out
 
     def _dead_letter(self, w: Worker, r: Rejected, wall: int) -> OutMessage:
@@ -180,6 +260,17 @@ class EngineStep:
     def message(self, record: dict[str, Any], w: Worker) -> OutMessage:
         """A trigger record as a Kafka message, stamped with its emission time."""
         return trigger_message(w.settings, record)
+
+
+def batch_limits(w: Worker, wall: int) -> Limits:
+    """What parsing accepts in a batch read at wall time `wall`."""
+    s = w.settings.engine
+    return Limits(
+        now_ms=wall,
+        max_future_ms=int(s.max_future.total_seconds() * 1000),
+        min_ts_ms=s.min_event_time,
+        max_value_bytes=s.max_value_bytes,
+    )
 
 
 def trigger_message(settings: Settings, record: dict[str, Any]) -> OutMessage:
@@ -230,7 +321,8 @@ def sweep(w: Worker, drain: bool = False) -> list[dict[str, Any]]:
 def sweep_once(w: Worker) -> tuple[list[dict[str, Any]], int]:
     """One pass over due reviews; returns the records to emit and how many were due."""
     now = w.clock.now
-    shards = range(w.settings.engine.timer_shards)
+    cl = w.cluster  # ordered input: each worker sweeps its own customers' shards
+    shards = [s for s in range(w.settings.engine.timer_shards) if cl is None or cl.owns_shard(s)]
     due = w.store.due_reviews(shards, now, SWEEP_LIMIT)
     if not due:
         return [], 0

@@ -7,11 +7,12 @@ import, never in a step's `__init__`.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -22,6 +23,7 @@ from flows.rules import Rules
 from omnipulse.settings import Settings
 from operators.clock import Watermark
 from operators.geo import Location
+from state.cluster import Cluster
 from state.customers import CustomerStore
 from state.inventory import InventoryParams, InventoryStore
 from state.keys import Keys
@@ -30,6 +32,28 @@ from state.locations import LocationStore
 from state.model import ModelStore, SharedChurnModel
 from state.outbox import Outbox, Receipt
 from state.sales import SalesStore
+
+T = TypeVar("T")
+
+
+class PerThread(Generic[T]):
+    """One value per worker thread, keyed by the OS thread.
+
+    Not `threading.local`: Bytewax runs its workers on threads Python did not
+    start, and when there are several, their Python thread state (and with it
+    whatever a `threading.local` held) is dropped between calls. A worker's
+    connections and clock would be rebuilt for every batch.
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[int, T] = {}
+
+    def get(self) -> T | None:
+        return self._values.get(threading.get_ident())
+
+    def set(self, value: T) -> None:
+        self._values[threading.get_ident()] = value
+
 
 # Live mode: how long a caught-up partition still holds the event-time clock
 # (see operators.clock.Watermark.idle_grace_ms).
@@ -87,6 +111,12 @@ class Worker:
     pending_sales: list[Any] = field(default_factory=list)  # ordered input: for the commit
     replies: list[str] = field(default_factory=list)  # apply-reply memos, dropped at the commit
     handed: list[tuple[str, str]] = field(default_factory=list)  # stitched, for the commit
+    # ordered input: this worker among the others, the batch whose end the
+    # next commit writes as the resume point, and the last one written
+    cluster: Cluster | None = None
+    seq: int = 0
+    seq_written: int = -1
+    group_pending: dict[str, int] = field(default_factory=dict)  # for the consumer group
 
     def next_token(self) -> str:
         self.settlements += 1

@@ -24,7 +24,9 @@ from connectors.kafka_io import (
     RDKAFKA_LOG,
     SHUTDOWN,
     Confirm,
+    OffsetCommitter,
     OutMessage,
+    consumer_config,
     produce_all,
     producer_config,
 )
@@ -304,6 +306,16 @@ def sweep_timers(settings: Settings, ep: Endpoints, *, passes: int) -> int:
     step = EngineStep(settings, redis_url=ep.redis_url, live=False)
     worker = step.worker()
     emitted = 0
+    if settings.engine.ordered_input and worker.model is not None and worker.model_store:
+        # as at the start of an ordered batch: the labels queued so far are
+        # learned before these sweeps score anyone
+        worker.model.sync(worker.model_store, remember_ms=worker.dedup_ttl_ms, force=True)
+    if settings.engine.ordered_input:
+        # the input is done on every worker: all of its offsets are committed
+        k = settings.kafka
+        group = OffsetCommitter(consumer_config(ep.bootstrap, k.consumer_group, dict(k.extra)))
+        group.commit(committed_offsets(settings, worker.client))
+        group.close()
     config = producer_config(ep.bootstrap, dict(settings.kafka.extra))
     keys = Keys(settings.redis.key_prefix, settings.engine.timer_shards)
     confirmer = OutboxConfirmer(ep.redis_url, keys)
@@ -323,3 +335,11 @@ def sweep_timers(settings: Settings, ep: Endpoints, *, passes: int) -> int:
         # every queued label into the snapshot, whoever held the learner's lease
         worker.model.sync(worker.model_store, remember_ms=worker.dedup_ttl_ms, force=True)
     return emitted
+
+
+def committed_offsets(settings: Settings, client: redis.Redis) -> dict[str, int]:
+    """Ordered input: the resume offsets of worker 0, as full "topic#partition" names."""
+    keys = Keys(settings.redis.key_prefix, settings.engine.timer_shards)
+    raw = client.hgetall(keys.offsets)
+    prefixed = settings.kafka.topic
+    return {prefixed(k.decode()): int(v) for k, v in raw.items() if not k.startswith(b"@")}

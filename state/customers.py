@@ -184,6 +184,17 @@ class CustomerStore:
                 out[pair] = dict(zip(it, it, strict=True))
         return out
 
+    def stitched_to(self, visitors: Sequence[str]) -> dict[str, str]:
+        """Visitor id -> the customer it was stitched to, for those already stitched."""
+        pipe = self.client.pipeline(transaction=False)
+        for anon in visitors:
+            pipe.hget(self.keys.subject("a", anon), "to")
+        out = {}
+        for anon, to in zip(visitors, execute(pipe, "read stitched visitors"), strict=True):
+            if to:
+                out[anon] = to.decode() if isinstance(to, bytes) else to
+        return out
+
     def apply(
         self,
         batches: dict[tuple[str, bool], list[tuple[str, dict[str, Any]]]],
@@ -351,13 +362,14 @@ class CustomerStore:
         highest goes with `queue_clock`, kept only if ahead)."""
         pipe.hset(self.keys.clock, mapping={f"p:{part}": ms for part, ms in partitions.items()})
 
-    def queue_swept(self, pipe: Any, batch: str) -> None:
-        """Record that the timer sweep pass of `batch` is done."""
-        pipe.hset(self.keys.clock, "swept", batch)
+    def queue_swept(self, pipe: Any, batch: str, worker: int = 0) -> None:
+        """Record that worker `worker`'s timer sweep pass of `batch` is done."""
+        pipe.hset(self.keys.clock, _swept_field(worker), batch)
 
-    def swept(self) -> str:
-        """The batch whose timer sweep pass was done last ("" if none)."""
-        raw = call(lambda: self.client.hget(self.keys.clock, "swept"), "read the clock")
+    def swept(self, worker: int = 0) -> str:
+        """The batch whose timer sweep pass `worker` did last ("" if none)."""
+        field = _swept_field(worker)
+        raw = call(lambda: self.client.hget(self.keys.clock, field), "read the clock")
         return raw.decode() if raw else ""
 
     def queue_swap(
@@ -436,3 +448,7 @@ class CustomerStore:
     def agg(self) -> dict[str, int]:
         raw = call(lambda: self.client.hgetall(self.keys.agg))
         return {k.decode(): int(v) for k, v in raw.items()}
+
+
+def _swept_field(worker: int) -> str:
+    return "swept" if worker == 0 else f"swept:{worker}"

@@ -419,6 +419,11 @@ class SharedChurnModel:
         finally:
             self._draining.release()
 
+    def refresh(self, store: ModelStore) -> None:
+        """Reload the learner's snapshot if it is newer; never learns (not the learner)."""
+        if (store.version() or 0) != self.version:
+            self._reload(store)
+
     def _learn(self, store: ModelStore, raw: list[bytes], remember_ms: int) -> int | None:
         items = []
         for r in raw:

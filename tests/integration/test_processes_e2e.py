@@ -1,24 +1,29 @@
 """`omnipulse run --processes 2 --workers 2`: one Bytewax cluster of two local
-processes. Every event is applied once, the customers' order facts equal a
-single worker's, and the churn model, learned by one learner for the whole
-cluster, holds every label that any worker decided, once.
+processes.
 
-What does not yet equal a single worker's run (issue 5, acceptance 4) is
-listed in README "Known limits": time-driven decisions use each worker's own
-watermark, so churn labels at the horizon (and the reviews after them) can be
-decided before another worker has applied the order that would have retained
-the customer.
+With ordered input (issue 5, acceptance 4) the cluster ends in the state of a
+single worker, key for key, and emits the same triggers, record for record,
+from a simulated omnichannel stream that exercises every rule.
+
+With the default input every event is applied once, the customers' order
+facts equal a single worker's, and the churn model, learned by one learner for
+the whole cluster, holds every label that any worker decided, once; what else
+may differ there is in README "Scaling out".
 """
 
 from __future__ import annotations
 
+import os
 import random
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import redis
 from engine_harness import Engine, click, make_settings, order, ts
+from kafkautil import produce
+from statecompare import comparable, dump, stream, trigger_ids, triggers
 
 from state.model import ModelStore
 
@@ -89,3 +94,68 @@ def test_two_processes_apply_every_event_once_and_learn_every_label_once(
         decided = run["stats"]["churn:labels_retained"] + run["stats"]["churn:labels_churned"]
         assert run["model"]["labels"] == len(run["learned"]) == decided > 100
         assert run["model"]["labels_queued"] == 0
+
+
+CLUSTER_EVENTS = int(os.environ.get("OMNIPULSE_CLUSTER_EVENTS", "20000"))
+ORDERED = """
+[engine]
+idle_advance = false
+ordered_input = true
+"""
+
+
+def test_two_processes_of_two_workers_end_as_one_worker_with_ordered_input(
+    broker, redis_server, topic_prefix, key_prefix, redis_client, tmp_path: Path
+) -> None:
+    config = tmp_path / "omnipulse.toml"
+    config.write_text(ORDERED)
+    env = {"OMNIPULSE_CONFIG": str(config)}
+    records = stream(CLUSTER_EVENTS, seed=5)
+    runs = {}
+    for tag, args in (("one", []), ("many", ["--processes", "2", "--workers", "2"])):
+        engine = Engine(
+            make_settings(
+                broker,
+                redis_server,
+                f"{topic_prefix}{tag}.",
+                f"{key_prefix}{tag}",
+                engine={"idle_advance": False, "ordered_input": True},
+            )
+        )
+        for topic, recs in records.items():
+            produce(broker.bootstrap_servers, engine.settings.kafka.topic(topic), recs)
+        engine.cli("run", "--until-caught-up", *args, **env)
+        runs[tag] = engine
+    one, many = runs["one"], runs["many"]
+
+    ids, kinds = trigger_ids(many)
+    assert not {t for t, n in ids.items() if n > 1}, "a trigger was emitted twice"
+    assert {"abandoned_cart", "allocation", "bopis_suggestion", "segment_change"} <= set(kinds)
+    assert {"tier_change", "journey_step", "reorder", "churn_risk"} <= set(kinds), kinds
+
+    def content(engine: Engine) -> dict[str, dict[str, Any]]:
+        return {
+            t["trigger_id"]: {k: v for k, v in t.items() if k != "emitted_at"}
+            for t in triggers(engine)
+        }
+
+    a, b = content(one), content(many)
+    assert set(a) == set(b), f"{len(set(a) ^ set(b))} trigger ids differ"
+    differing = [i for i in a if a[i] != b[i]]
+    assert not differing, f"{len(differing)} triggers differ, e.g. {a[differing[0]]}"
+
+    # every worker took its share, and all four ended at the same batch
+    prefix = many.settings.redis.key_prefix
+    ends = [redis_client.hget(f"{prefix}:offsets{w}", "@seq") for w in ("", ":w1", ":w2", ":w3")]
+    assert len(set(ends)) == 1 and ends[0] is not None, ends
+    model = orjson.loads(many.cli("model", "--json"))
+    assert model["labels"] > 100 and model["labels_queued"] == 0
+
+    before = comparable(dump(redis_server.url, one.settings.redis.key_prefix))
+    after = comparable(dump(redis_server.url, prefix))
+    missing = sorted(set(before) - set(after))[:5]
+    extra = sorted(set(after) - set(before))[:5]
+    assert not missing and not extra, f"keys only in one worker's run {missing}, only many {extra}"
+    differ = sorted(k for k in before if before[k] != after[k])
+    example = [(k, before[k], after[k]) for k in differ[:1]]
+    assert not differ, f"{len(differ)} keys differ, e.g. {example}"
