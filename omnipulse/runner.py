@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import orjson
@@ -129,6 +130,12 @@ def create_topics(settings: Settings, bootstrap: str) -> list[str]:
     return [t.topic for t in todo]
 
 
+# How long a cluster member gets to stop after another failed.
+CHILD_STOP_S = 30.0
+# Long enough never to end while a run lasts (see `run_engine`).
+ORDERED_EPOCH = timedelta(days=3650)
+
+
 def run_engine(
     settings: Settings,
     ep: Endpoints,
@@ -154,6 +161,13 @@ def run_engine(
     if processes > 1 and addresses is None:
         _run_local_cluster(settings, ep, until_caught_up, workers, processes)
         return
+    several = workers > 1 or processes > 1 or (addresses is not None and len(addresses) > 1)
+    if several and not settings.engine.ordered_input and not process_id:
+        log.warning(
+            "several workers read the input partitions side by side: time-driven "
+            "decisions can differ from a one-worker run; engine.ordered_input = true "
+            "makes the cluster's results equal one worker's (README, Scaling out)"
+        )
     check_redis(ep.redis_url)
     if not process_id:
         # one recovery per engine: every writer's unconfirmed triggers, once
@@ -163,6 +177,13 @@ def run_engine(
         settings, bootstrap=ep.bootstrap, redis_url=ep.redis_url, until_caught_up=until_caught_up
     )
     policy = OutagePolicy(stop=SHUTDOWN)
+    # Bytewax holds every input at an epoch's end until the epoch has closed on
+    # all workers. Ordered input's workers wait for each other inside a batch
+    # (flows.cluster), so a worker held there would never let the other finish
+    # the batch: no epoch ends in such a run. Nothing here uses Bytewax epochs
+    # (no Bytewax recovery, no windows), and each reader emits one batch per
+    # activation, so the queues between steps stay a batch deep.
+    epochs = ORDERED_EPOCH if settings.engine.ordered_input else None
     with (
         ops_endpoints(
             settings, ep, policy, process_index=process_id or 0, any_port=until_caught_up
@@ -171,13 +192,14 @@ def run_engine(
     ):
         try:
             if addresses is None:
-                cli_main(flow, workers_per_process=workers)
+                cli_main(flow, workers_per_process=workers, epoch_interval=epochs)
             else:
                 cli_main(
                     flow,
                     workers_per_process=workers,
                     process_id=process_id or 0,
                     addresses=list(addresses),
+                    epoch_interval=epochs,
                 )
         except Exception as ex:
             # Bytewax wraps a Ctrl-C/SIGTERM raised inside a step; stop quietly then.
@@ -267,9 +289,20 @@ def _run_local_cluster(
         for child in children:
             if not ok and child.poll() is None:
                 child.terminate()
-        codes = [child.wait() for child in children]
+        codes = [_reap(child, hurry=not ok) for child in children]
     if ok and any(codes):
         raise ConnectorError(f"engine processes exited with codes {codes}")
+
+
+def _reap(child: subprocess.Popen[bytes], *, hurry: bool) -> int:
+    """A cluster member's exit code. After a failure elsewhere it may hang waiting
+    for its peers (Bytewax does not always notice one is gone): kill it then."""
+    try:
+        return child.wait(timeout=CHILD_STOP_S if hurry else None)
+    except subprocess.TimeoutExpired:
+        log.warning("engine process %d did not stop; killing it", child.pid)
+        child.kill()
+        return child.wait()
 
 
 def load_locations(settings: Settings, ep: Endpoints) -> int:
