@@ -30,7 +30,9 @@ from flows.commerce import BOPIS_TYPES, InventoryOutcome, apply_inventory, bopis
 from flows.customers import apply_customers, judge, reviews_of
 from flows.policy import settle, sync_model
 from flows.worker import Worker
+from operators.triggers import Trigger
 from state.cluster import Cluster
+from state.customers import Applied
 
 
 def owner_subjects(w: Worker, events: Sequence[Event]) -> dict[str, str]:
@@ -118,14 +120,23 @@ def apply_share(
         w.refresh_locations(w.location_store.version())
         if cl.index and any(e.type in BOPIS_TYPES for e in mine):
             stock = cl.peeks(end.seq)
-    finals = {r.subject: r.final for r in applied}
-    customer_triggers = bopis(w, mine, finals, stock)
+    return judge_and_settle(w, applied, bopis(w, mine, _finals(applied), stock), commerce)
+
+
+def judge_and_settle(
+    w: Worker, applied: list[Applied], suggestions: list[Trigger], commerce: InventoryOutcome
+) -> list[dict[str, Any]]:
+    """Judge the customers a batch applied, then settle every trigger it decided."""
     reviews = [v for r in applied for v in reviews_of(r)]
     decided = judge(w, reviews)
     return settle(
         w,
         decided.labels,
         decided.timers,
-        [*decided.triggers, *customer_triggers],
+        [*decided.triggers, *suggestions],
         commerce.triggers,
     )
+
+
+def _finals(applied: list[Applied]) -> dict[str, dict[str, Any]]:
+    return {r.subject: r.final for r in applied}

@@ -21,9 +21,9 @@ import orjson
 from connectors.events import Event, Limits, Rejected, parse_record
 from connectors.kafka_io import SHUTDOWN, Confirm, OutMessage, PartitionMark, Record, Tick
 from connectors.ordered import BatchEnd
-from flows.cluster import Share, apply_share, begin, owner_subjects
+from flows.cluster import Share, apply_share, begin, judge_and_settle, owner_subjects
 from flows.commerce import apply_inventory, bopis, cart_availability
-from flows.customers import Review, apply_customers, due_cart_skus, judge, reviews_of
+from flows.customers import Review, apply_customers, due_cart_skus, judge
 from flows.policy import flush, settle, sync_model
 from flows.worker import PerThread, Worker, wall_ms
 from omnipulse import metrics
@@ -292,16 +292,7 @@ def process_events(w: Worker, events: list[Event], wall: int) -> list[dict[str, 
     applied = apply_customers(w, events, wall)
     commerce = apply_inventory(w, events)
     finals = {r.subject: r.final for r in applied}
-    customer_triggers = bopis(w, events, finals, commerce.stock)
-    reviews = [v for r in applied for v in reviews_of(r)]
-    decided = judge(w, reviews)
-    return settle(
-        w,
-        decided.labels,
-        decided.timers,
-        [*decided.triggers, *customer_triggers],
-        commerce.triggers,
-    )
+    return judge_and_settle(w, applied, bopis(w, events, finals, commerce.stock), commerce)
 
 
 def sweep(w: Worker, drain: bool = False) -> list[dict[str, Any]]:

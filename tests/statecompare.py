@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -19,8 +20,21 @@ from engine_harness import Engine
 from omnipulse.settings import TRIGGER_TOPIC_NAMES
 from omnipulse.simulator import Simulator, to_json_bytes
 
+# The configuration of the runs compared: ordered input, no wall-clock advance.
+ORDERED_CONFIG = """
+[engine]
+idle_advance = false
+ordered_input = true
+"""
 START_MS = 1_700_000_000_000  # 2023-11-14: far enough back for 200 simulated days
 SIM_DAYS = 200
+
+
+def ordered_env(folder: Path) -> dict[str, str]:
+    """The environment that points `omnipulse` at ORDERED_CONFIG, written in `folder`."""
+    config = folder / "omnipulse.toml"
+    config.write_text(ORDERED_CONFIG)
+    return {"OMNIPULSE_CONFIG": str(config)}
 
 
 def stream(n: int, seed: int) -> dict[str, list[tuple[bytes | None, bytes]]]:

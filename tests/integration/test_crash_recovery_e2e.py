@@ -29,19 +29,13 @@ import pytest
 import redis
 from engine_harness import Engine, make_settings
 from kafkautil import produce
-from statecompare import comparable, dump, stream, trigger_ids, triggers
+from statecompare import comparable, dump, ordered_env, stream, trigger_ids, triggers
 
 pytestmark = pytest.mark.integration
 
 EVENTS = int(os.environ.get("OMNIPULSE_CRASH_EVENTS", "50000"))
 KILLS = 3
 SEED = 20261122
-
-CONFIG = """
-[engine]
-idle_advance = false
-ordered_input = true
-"""
 
 
 def _tail(log: Path) -> str:
@@ -57,9 +51,7 @@ def processed(client: redis.Redis, prefix: str) -> int:
 def test_a_thrice_killed_engine_emits_each_trigger_once_and_ends_in_the_clean_state(
     broker, redis_server, topic_prefix, key_prefix, redis_client, tmp_path: Path
 ) -> None:
-    config = tmp_path / "omnipulse.toml"
-    config.write_text(CONFIG)
-    env = {"OMNIPULSE_CONFIG": str(config)}
+    env = ordered_env(tmp_path)
 
     def engine(tag: str) -> Engine:
         return Engine(

@@ -23,7 +23,7 @@ import pytest
 import redis
 from engine_harness import Engine, click, make_settings, order, ts
 from kafkautil import produce
-from statecompare import comparable, dump, stream, trigger_ids, triggers
+from statecompare import comparable, dump, ordered_env, stream, trigger_ids, triggers
 
 from state.model import ModelStore
 
@@ -97,19 +97,12 @@ def test_two_processes_apply_every_event_once_and_learn_every_label_once(
 
 
 CLUSTER_EVENTS = int(os.environ.get("OMNIPULSE_CLUSTER_EVENTS", "20000"))
-ORDERED = """
-[engine]
-idle_advance = false
-ordered_input = true
-"""
 
 
 def test_two_processes_of_two_workers_end_as_one_worker_with_ordered_input(
     broker, redis_server, topic_prefix, key_prefix, redis_client, tmp_path: Path
 ) -> None:
-    config = tmp_path / "omnipulse.toml"
-    config.write_text(ORDERED)
-    env = {"OMNIPULSE_CONFIG": str(config)}
+    env = ordered_env(tmp_path)
     records = stream(CLUSTER_EVENTS, seed=5)
     runs = {}
     for tag, args in (("one", []), ("many", ["--processes", "2", "--workers", "2"])):
