@@ -10,6 +10,7 @@ import orjson
 import pytest
 from engine_harness import basket, cart, click, make_settings, order, stock, ts
 
+import flows.cluster
 import flows.steps
 from connectors.kafka_io import OutMessage, PartitionMark, Record
 from flows.steps import EngineStep, sweep_once
@@ -70,6 +71,8 @@ def test_a_batch_read_again_after_a_crash_emits_its_triggers_once(
             raise RuntimeError("killed between the apply and the settle rounds")
         return real_settle(*args, **kwargs)
 
+    # the batch's own settlement (flows.cluster) comes before the sweep's (flows.steps)
+    monkeypatch.setattr(flows.cluster, "settle", crash_once)
     monkeypatch.setattr(flows.steps, "settle", crash_once)
     crashed = settings("crashed")
     with pytest.raises(RuntimeError):
