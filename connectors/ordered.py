@@ -58,11 +58,14 @@ _MS = timedelta(milliseconds=1)
 @dataclass(slots=True)
 class BatchEnd:
     """The records since the previous `BatchEnd` are batch `seq`, as read by
-    worker `index` of `count` (every worker reads the same batches)."""
+    worker `index` of `count` (every worker reads the same batches). `wall_ms`
+    is when the batch was cut: every worker judges its records' times against
+    the same wall clock (0: not known, use your own)."""
 
     seq: int = 0
     index: int = 0
     count: int = 1
+    wall_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +178,7 @@ class _MergedReader(StatelessSourcePartition[Item]):
             self._waiting[tp].append((event_ms(rec.value), rec))
         return bool(msgs)
 
-    def _plan(self) -> Plan | None:
+    def _plan(self, now_ms: int) -> Plan | None:
         """The next batch as this reader would cut it, or None while it must wait.
 
         Records go in merged order; one is taken only when every partition
@@ -209,7 +212,7 @@ class _MergedReader(StatelessSourcePartition[Item]):
         ends = {
             self._name(tp): self._waiting[tp][k - 1][1].offset + 1 for tp, k in taken.items() if k
         }
-        return {"ends": ends, "ended": newly, "tick": None}
+        return {"ends": ends, "ended": newly, "tick": None, "wall": now_ms}
 
     def _take(self, plan: Plan) -> list[Item] | None:
         """Batch `plan` in merged order, or None until every record of it is read."""
@@ -240,7 +243,10 @@ class _MergedReader(StatelessSourcePartition[Item]):
             self._ended.add(self._by_name[name])
             out.append(PartitionMark(name, at_end=True))
         self._seq += 1
-        out.append(BatchEnd(self._seq, self._index, self._count))
+        # the last batch of a catch-up run: empty, committed like any other, so
+        # a later run goes on after it
+        self._done = bool(plan.get("done"))
+        out.append(BatchEnd(self._seq, self._index, self._count, int(plan.get("wall") or 0)))
         return out
 
     def next_batch(self) -> list[Item]:
@@ -256,15 +262,17 @@ class _MergedReader(StatelessSourcePartition[Item]):
         seq = self._seq + 1
         plan = self._agree(seq, None)  # another worker may have cut it already
         if plan is None:
-            plan = self._plan()
+            plan = self._plan(now_ms)
             if plan is None:
                 at_end = len(self._ended) == len(self._parts)
                 if at_end and self._until_caught_up:
-                    self._done = True
+                    # the end is agreed like any batch: no worker stops while
+                    # another, seeing records produced meanwhile, cuts one more
+                    plan = {"ends": {}, "ended": [], "tick": None, "wall": now_ms, "done": True}
+                elif not at_end or now_ms - self._last_data_ms < self._tick_ms:
                     return []
-                if not at_end or now_ms - self._last_data_ms < self._tick_ms:
-                    return []
-                plan = {"ends": {}, "ended": [], "tick": now_ms}
+                else:
+                    plan = {"ends": {}, "ended": [], "tick": now_ms, "wall": now_ms}
             plan = self._agree(seq, plan)
             assert plan is not None
         out = self._take(plan)

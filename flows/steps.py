@@ -109,7 +109,9 @@ class EngineStep:
         w = self.worker()
         wall = wall_ms()
         if w.settings.engine.ordered_input:
-            return self._ordered(w, items, end or BatchEnd(), wall)
+            end = end or BatchEnd()
+            # the cut's wall time: every worker rejects the same events as too far ahead
+            return self._ordered(w, items, end, end.wall_ms or wall)
         w.clock.settle(wall)  # a caught-up partition's grace may have run out
         out, events, read = self._read(w, items, wall, Share(None, {}))
         caused = process_events(w, events, wall)
@@ -140,12 +142,13 @@ class EngineStep:
             w.seq = w.seq_written = end.seq - 1  # the resume point it started from
         w.batch = batch_key(items)
         timed = sweep(w) if begin(w, end) else []
-        w.cluster.arrive_and_wait(end.seq, "swept")
-        w.clock.settle(wall)
         limits = batch_limits(w, wall)
         parsed = [self._parse(item, limits) for item in items]
         everyone = [p for p in parsed if isinstance(p, Event)]
+        # who is stitched to whom, read before any worker stitches this batch's visitors
         share = Share(w.cluster, owner_subjects(w, everyone))
+        w.cluster.arrive_and_wait(end.seq, "swept")
+        w.clock.settle(wall)
         out, mine, read = self._read(w, items, wall, share, parsed)
         # the commit that settles the batch's events also moves the resume point
         # past it (not the sweep's, made before the batch's offsets were read)

@@ -9,14 +9,19 @@ agree, all under one hash tag so the layout also works on Redis Cluster:
                                         partition, the partitions it ends, a tick;
                                         the first worker to cut it sets it (NX)
     <p>:{bsp}:at:<seq>:<phase>  set     indexes of the workers past that phase
+    <p>:{bsp}:shape:<old>><n>   string  where a cluster of n workers that follows
+                                        shape <old> starts (JSON; decided once)
     <p>:{bsp}:peek:<seq>        hash    sku -> stock per location, as worker 0's
                                         inventory call saw it (for the others' BOPIS)
     <p>:offsets[:w<i>]          hash    a worker's resume offsets, with "@seq"
-                                        (its last committed batch), "@workers" and
-                                        "@ended" (partitions then at their end)
+                                        (its last committed batch), "@workers",
+                                        "@ended" (partitions then at their end) and
+                                        "@shape" (the cluster shape it belongs to)
 
 Plans and barrier sets expire (`RETENTION_S`): they matter only while the
-workers are within a batch of each other, or redo a batch after a crash.
+workers are within a batch of each other, or redo a batch after a crash. A
+worker whose progress shows it committed a batch counts as past all of that
+batch's phases, so a restart after the sets expired does not wait for it.
 """
 
 from __future__ import annotations
@@ -34,9 +39,15 @@ from state.errors import StateError, call, execute
 from state.keys import Keys
 
 RETENTION_S = 3600
+# How long the decision of a new cluster shape's start is kept (its workers build
+# within seconds of each other).
+SHAPE_DECISION_S = 86_400
+# How often a worker waiting at a barrier also reads the others' progress.
+PROGRESS_CHECK_S = 0.5
 SEQ_FIELD = "@seq"
 WORKERS_FIELD = "@workers"
 ENDED_FIELD = "@ended"  # partitions at their end after that batch, comma-separated
+SHAPE_FIELD = "@shape"  # "<workers>:<batch the shape started after>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +65,18 @@ def progress_key(keys: Keys, index: int) -> str:
     return keys.offsets if index == 0 else f"{keys.offsets}:w{index}"
 
 
-def _decode(raw: dict[bytes, bytes]) -> tuple[Resume, int]:
-    """A progress hash as (resume point, the cluster size that wrote it)."""
-    offsets, seq, workers, ended = {}, 0, 0, frozenset[str]()
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """A worker's progress hash: its resume point and the cluster shape it belongs to
+    ("<workers>:<batch it started from>", set when the worker took up that shape)."""
+
+    at: Resume
+    workers: int
+    shape: str
+
+
+def _decode(raw: dict[bytes, bytes]) -> _Row:
+    offsets, seq, workers, ended, shape = {}, 0, 0, frozenset[str](), ""
     for k, v in raw.items():
         name = k.decode()
         if name == SEQ_FIELD:
@@ -65,28 +85,71 @@ def _decode(raw: dict[bytes, bytes]) -> tuple[Resume, int]:
             workers = int(v)
         elif name == ENDED_FIELD:
             ended = frozenset(filter(None, v.decode().split(",")))
+        elif name == SHAPE_FIELD:
+            shape = v.decode()
         else:
             offsets[name] = int(v)
-    return Resume(seq, offsets, ended), workers
+    return _Row(Resume(seq, offsets, ended), workers, shape)
 
 
 def resume_point(client: redis.Redis, keys: Keys, index: int, count: int) -> Resume:
-    """Where worker `index` of `count` goes on.
+    """Where worker `index` of `count` goes on; records it as this worker's start.
 
-    A worker of the same cluster shape goes on from its own last batch. After
-    a change of shape (or from a store a single worker wrote) every worker
-    starts after the batch that the slowest recorded worker committed: the
-    batches some had done beyond it are read again, their events skipped as
-    duplicates.
+    A worker of the cluster shape that ran last goes on from its own last
+    batch. A new shape (another worker count, a store a single worker wrote, or
+    a fresh store) starts after the batch that the slowest worker of the last
+    shape committed: the batches some had done beyond it are read again, their
+    events skipped as duplicates. That start is decided once for all the new
+    shape's workers, and each records it in its own row (worker 0's row then
+    names the shape: no worker commits a batch before all have built).
     """
-    pipe = client.pipeline(transaction=False)
-    for i in range(max(count, 1)):
-        pipe.hgetall(progress_key(keys, i))
-    rows = [_decode(r) for r in execute(pipe, "read resume offsets")]
-    if all(workers == count for _, workers in rows):
-        return rows[index][0]
-    known = [at for at, workers in rows if workers or at.offsets]
-    return min(known, key=lambda at: at.seq) if known else Resume(0, {})
+    first = _decode(call(lambda: client.hgetall(progress_key(keys, 0)), "read resume offsets"))
+    if first.shape.split(":")[0] == str(count):
+        if index == 0:
+            return first.at
+        own = _decode(
+            call(lambda: client.hgetall(progress_key(keys, index)), "read resume offsets")
+        )
+        if own.shape == first.shape:
+            return own.at
+        start = first.at  # worker 0 took up this shape: its row is still the start
+    else:
+        start = _new_shape_start(client, keys, first, count)
+    pipe = client.pipeline(transaction=True)
+    key = progress_key(keys, index)
+    pipe.delete(key)
+    pipe.hset(
+        key,
+        mapping={
+            **start.offsets,
+            SEQ_FIELD: start.seq,
+            WORKERS_FIELD: count,
+            ENDED_FIELD: ",".join(sorted(start.ended)),
+            SHAPE_FIELD: f"{count}:{start.seq}",
+        },
+    )
+    execute(pipe, "record a worker's start")
+    return start
+
+
+def _new_shape_start(client: redis.Redis, keys: Keys, first: _Row, count: int) -> Resume:
+    """The start of a new cluster shape: decided once (SET NX), by whichever worker
+    comes first, from the rows of the last shape as they were then."""
+    decision = f"{keys.prefix}:{{bsp}}:shape:{first.shape or '-'}>{count}"
+    raw = call(lambda: client.get(decision), "read a cluster shape")
+    if raw is None:
+        pipe = client.pipeline(transaction=False)
+        for i in range(1, max(first.workers, 1)):
+            pipe.hgetall(progress_key(keys, i))
+        rows = [first, *(_decode(r) for r in execute(pipe, "read resume offsets"))]
+        lowest = min((r.at for r in rows if r.shape == first.shape), key=lambda at: at.seq)
+        mine = {"seq": lowest.seq, "offsets": lowest.offsets, "ended": sorted(lowest.ended)}
+        pipe = client.pipeline(transaction=False)
+        pipe.set(decision, orjson.dumps(mine), nx=True, ex=SHAPE_DECISION_S)
+        pipe.get(decision)
+        raw = execute(pipe, "decide a cluster shape")[-1]
+    got = orjson.loads(raw)
+    return Resume(int(got["seq"]), dict(got["offsets"]), frozenset(got["ended"]))
 
 
 class Plans:
@@ -166,10 +229,18 @@ class Cluster:
         arrived = execute(pipe, "arrive at a barrier")[-1]
         started = time.monotonic()
         pause = 0.0005
+        checked = started
         while arrived < self.count:
             if self.stop():
                 raise KeyboardInterrupt(f"stopped waiting at batch {seq} {phase}")
-            waited = time.monotonic() - started
+            now = time.monotonic()
+            waited = now - started
+            if now - checked > PROGRESS_CHECK_S:
+                # a worker that committed the batch (or, at its start, the one
+                # before) is past the phase, also when the set has expired
+                # since (a restart after a long stop) or it never arrived there
+                checked = now
+                self._count_committed(key, seq - 1 if phase == "start" else seq)
             if waited > self.timeout_s:
                 here = call(lambda: self.client.smembers(key), "read a barrier")
                 missing = sorted(set(range(self.count)) - {int(i) for i in here})
@@ -181,6 +252,19 @@ class Cluster:
             pause = min(pause * 2, 0.01)
             arrived = call(lambda: self.client.scard(key), "read a barrier")
         return time.monotonic() - started
+
+    def _count_committed(self, key: str, done: int) -> None:
+        """Add to barrier `key` every worker whose committed batch is `done` or later."""
+        pipe = self.client.pipeline(transaction=False)
+        for i in range(self.count):
+            pipe.hget(progress_key(self.keys, i), SEQ_FIELD)
+        seqs = execute(pipe, "read the workers' progress")
+        past = [i for i, at in enumerate(seqs) if at is not None and int(at) >= done]
+        if past:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.sadd(key, *past)
+            pipe.expire(key, RETENTION_S)
+            execute(pipe, "arrive at a barrier")
 
     def arrived(self, seq: int, phase: str) -> bool:
         """Whether this worker was past `phase` of batch `seq` (before a restart)."""

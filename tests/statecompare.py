@@ -89,8 +89,9 @@ def comparable(state: dict[str, Any]) -> dict[str, Any]:
         if key.startswith((":{bsp}:", ":offsets:w")):
             continue  # batch plans, barriers, other workers' resume points
         if key in (":offsets", ":clock"):
-            # how many workers wrote them, and the batch each last swept
-            value = {f: v for f, v in value.items() if not f.startswith((b"@workers", b"swept"))}
+            # the cluster's shape, and the batch each worker last swept
+            per_shape = (b"@workers", b"@shape", b"swept")
+            value = {f: v for f, v in value.items() if not f.startswith(per_shape)}
         if family(key) == ":{t:*}":
             value = "claimed"  # the value is the token of the settlement that claimed it
         elif key == ":{model}:churn":
