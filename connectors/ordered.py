@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
@@ -68,14 +68,18 @@ class BatchEnd:
     wall_ms: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Start:
+class Start(Protocol):
     """Where a worker's reader starts: after batch `seq`, at `offsets` ("topic#p"),
     with the partitions named in `ended` at their end, as that batch left them."""
 
-    seq: int
-    offsets: dict[str, int]
-    ended: frozenset[str] = frozenset()
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def offsets(self) -> dict[str, int]: ...
+
+    @property
+    def ended(self) -> frozenset[str]: ...
 
 
 # A batch plan, as the workers agree on it (JSON-able): the end offset of each

@@ -54,8 +54,7 @@ def build_flow(
 
     def start(index: int, count: int) -> Start:
         with redis.Redis.from_url(redis_url) as client:
-            at = resume_point(client, keys, index, count)
-        return Start(at.seq, at.offsets, at.ended)
+            return resume_point(client, keys, index, count)
 
     flow = Dataflow("omnipulse")
     config = consumer_config(bootstrap, kafka.consumer_group, dict(kafka.extra))

@@ -4,6 +4,7 @@ caught-up, read triggers and the DLQ back."""
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -229,3 +230,19 @@ def place(
         "active": True,
         **extra,
     }
+
+
+def rhythmic_orders(customers: int, seed: int = 4) -> list[dict[str, Any]]:
+    """Customers buying 25.00 at their own rhythm for a year, some stopping early;
+    in event-time order."""
+    rng = random.Random(seed)
+    out = []
+    for c in range(customers):
+        day, stop = rng.uniform(0, 30), rng.uniform(60, 400)
+        k = 0
+        while day < stop:
+            out.append(order(f"k{c}", f"k{c}-{k}", ts(day), "25.00"))
+            day += rng.uniform(5, 120)
+            k += 1
+    out.sort(key=lambda e: e["ts"])
+    return out

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 import redis
-from engine_harness import Engine
+from engine_harness import Engine, make_settings
 
 from omnipulse.settings import TRIGGER_TOPIC_NAMES
 from omnipulse.simulator import Simulator, to_json_bytes
@@ -35,6 +35,19 @@ def ordered_env(folder: Path) -> dict[str, str]:
     config = folder / "omnipulse.toml"
     config.write_text(ORDERED_CONFIG)
     return {"OMNIPULSE_CONFIG": str(config)}
+
+
+def ordered_engine(broker: Any, redis_server: Any, topic_prefix: str, key_prefix: str) -> Engine:
+    """An engine with ordered input on its own topics and keys (ORDERED_CONFIG's settings)."""
+    return Engine(
+        make_settings(
+            broker,
+            redis_server,
+            topic_prefix,
+            key_prefix,
+            engine={"idle_advance": False, "ordered_input": True},
+        )
+    )
 
 
 def stream(n: int, seed: int) -> dict[str, list[tuple[bytes | None, bytes]]]:

@@ -3,7 +3,6 @@ churn model goes on from its labels, and no label is learned twice or lost."""
 
 from __future__ import annotations
 
-import random
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 import redis
-from engine_harness import Engine, click, make_settings, order, ts
+from engine_harness import Engine, click, make_settings, rhythmic_orders, ts
 
 from state.model import ModelStore
 
@@ -23,21 +22,6 @@ pytestmark = pytest.mark.integration
 CUSTOMERS = 120
 # Small batches: the run takes many of them, so a kill lands between two.
 CONFIG = "[engine]\nbatch_size = 10\n"
-
-
-def traffic() -> list[dict[str, Any]]:
-    """Customers buying at their own rhythm for a year, some stopping early."""
-    rng = random.Random(4)
-    out = []
-    for c in range(CUSTOMERS):
-        day, stop = rng.uniform(0, 30), rng.uniform(60, 400)
-        k = 0
-        while day < stop:
-            out.append(order(f"k{c}", f"k{c}-{k}", ts(day), "25.00"))
-            day += rng.uniform(5, 120)
-            k += 1
-    out.sort(key=lambda e: e["ts"])
-    return out
 
 
 def learned(engine: Engine) -> tuple[dict[str, Any], list[str]]:
@@ -62,7 +46,7 @@ def test_a_killed_engine_resumes_its_model_and_learns_each_label_once(
 ) -> None:
     config = tmp_path / "omnipulse.toml"
     config.write_text(CONFIG)
-    events = [*traffic(), click("clock", ts(520))]
+    events = [*rhythmic_orders(CUSTOMERS), click("clock", ts(520))]
 
     def engine(tag: str) -> Engine:
         e = Engine(

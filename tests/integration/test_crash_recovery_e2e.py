@@ -27,9 +27,17 @@ from typing import Any
 
 import pytest
 import redis
-from engine_harness import Engine, make_settings
+from engine_harness import Engine
 from kafkautil import produce
-from statecompare import comparable, dump, ordered_env, stream, trigger_ids, triggers
+from statecompare import (
+    comparable,
+    dump,
+    ordered_engine,
+    ordered_env,
+    stream,
+    trigger_ids,
+    triggers,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -54,15 +62,7 @@ def test_a_thrice_killed_engine_emits_each_trigger_once_and_ends_in_the_clean_st
     env = ordered_env(tmp_path)
 
     def engine(tag: str) -> Engine:
-        return Engine(
-            make_settings(
-                broker,
-                redis_server,
-                f"{topic_prefix}{tag}.",
-                f"{key_prefix}{tag}",
-                engine={"idle_advance": False, "ordered_input": True},
-            )
-        )
+        return ordered_engine(broker, redis_server, f"{topic_prefix}{tag}.", f"{key_prefix}{tag}")
 
     clean, killed = engine("clean"), engine("killed")
     records = stream(EVENTS, SEED)

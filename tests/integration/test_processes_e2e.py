@@ -15,16 +15,23 @@ may differ there is in README "Scaling out".
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import redis
-from engine_harness import Engine, click, make_settings, order, ts
+from engine_harness import Engine, click, make_settings, rhythmic_orders, ts
 from kafkautil import produce
-from statecompare import comparable, dump, ordered_env, stream, trigger_ids, triggers
+from statecompare import (
+    comparable,
+    dump,
+    ordered_engine,
+    ordered_env,
+    stream,
+    trigger_ids,
+    triggers,
+)
 
 from connectors.ordered import event_ms
 from state.model import ModelStore
@@ -33,21 +40,6 @@ pytestmark = pytest.mark.integration
 
 # Facts that follow from the input alone, whichever worker applied it.
 ORDER_FACTS = ("n", "m", "fo", "lo", "fa", "la", "t")
-
-
-def traffic() -> list[dict[str, Any]]:
-    """120 customers buying at their own rhythm for a year, some stopping early."""
-    rng = random.Random(4)
-    out = []
-    for c in range(120):
-        day, stop = rng.uniform(0, 30), rng.uniform(60, 400)
-        k = 0
-        while day < stop:
-            out.append(order(f"k{c}", f"k{c}-{k}", ts(day), "25.00"))
-            day += rng.uniform(5, 120)
-            k += 1
-    out.sort(key=lambda e: e["ts"])
-    return out
 
 
 def outcome(engine: Engine) -> dict[str, Any]:
@@ -72,7 +64,7 @@ def outcome(engine: Engine) -> dict[str, Any]:
 def test_two_processes_apply_every_event_once_and_learn_every_label_once(
     broker, redis_server, topic_prefix, key_prefix, redis_client
 ) -> None:
-    orders = traffic()
+    orders = rhythmic_orders(120)
     results = {}
     for tag, args in (("one", []), ("many", ["--processes", "2", "--workers", "2"])):
         engine = Engine(
@@ -122,15 +114,7 @@ def test_two_processes_of_two_workers_end_as_one_worker_with_ordered_input(
     }
     runs = {}
     for tag, args in shapes.items():
-        engine = Engine(
-            make_settings(
-                broker,
-                redis_server,
-                f"{topic_prefix}{tag}.",
-                f"{key_prefix}{tag}",
-                engine={"idle_advance": False, "ordered_input": True},
-            )
-        )
+        engine = ordered_engine(broker, redis_server, f"{topic_prefix}{tag}.", f"{key_prefix}{tag}")
         for part, shape in zip(rounds, args, strict=True):
             for topic, recs in part.items():
                 produce(broker.bootstrap_servers, engine.settings.kafka.topic(topic), recs)
