@@ -15,6 +15,7 @@ import orjson
 import redis
 from kafkautil import consume_all, produce
 
+from connectors.kafka_io import PartitionMark, Record
 from omnipulse.runner import Endpoints, create_topics, run_engine
 from omnipulse.settings import Settings, settings_from_dict
 
@@ -246,3 +247,14 @@ def rhythmic_orders(customers: int, seed: int = 4) -> list[dict[str, Any]]:
             k += 1
     out.sort(key=lambda e: e["ts"])
     return out
+
+
+def as_batch(events: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+    """(topic, event) pairs as one engine batch read from partition 0 of each
+    topic (event ids ev0, ev1, ...), every partition then at its end."""
+    items: list[Any] = []
+    for i, (topic, ev) in enumerate(events):
+        value = orjson.dumps({**ev, "event_id": f"ev{i}"})
+        items.append(Record(topic, 0, i, None, value, 0))
+    items.extend(PartitionMark(f"{t}#0", at_end=True) for t in {t for t, _ in events})
+    return items

@@ -8,11 +8,11 @@ from typing import Any
 
 import orjson
 import pytest
-from engine_harness import basket, cart, click, make_settings, order, stock, ts
+from engine_harness import as_batch, basket, cart, click, make_settings, order, stock, ts
 
 import flows.cluster
 import flows.steps
-from connectors.kafka_io import OutMessage, PartitionMark, Record
+from connectors.kafka_io import OutMessage
 from flows.steps import EngineStep, sweep_once
 from omnipulse.settings import DLQ_TOPIC
 
@@ -29,12 +29,7 @@ EVENTS: list[tuple[str, dict[str, Any]]] = [
 
 
 def batch() -> list[Any]:
-    items: list[Any] = []
-    for i, (topic, ev) in enumerate(EVENTS):
-        value = orjson.dumps({**ev, "event_id": f"ev{i}"})
-        items.append(Record(topic, 0, i, None, value, 0))
-    items.extend(PartitionMark(f"{t}#0", at_end=True) for t in {t for t, _ in EVENTS})
-    return items
+    return as_batch(EVENTS)
 
 
 def run(step: EngineStep) -> list[tuple[str, str]]:

@@ -9,13 +9,11 @@ from typing import Any
 
 import orjson
 import pytest
-from engine_harness import Engine, basket, cart, make_settings, order, stock, ts
+from engine_harness import Engine, as_batch, basket, cart, make_settings, order, stock, ts
 
 from connectors.kafka_io import (
     Confirm,
     OutMessage,
-    PartitionMark,
-    Record,
     produce_all,
     producer_config,
 )
@@ -37,12 +35,7 @@ EVENTS: list[tuple[str, dict[str, Any]]] = [
 
 
 def batch() -> list[Any]:
-    items: list[Any] = []
-    for i, (topic, ev) in enumerate(EVENTS):
-        value = orjson.dumps({**ev, "event_id": f"ev{i}"})
-        items.append(Record(topic, 0, i, None, value, 0))
-    items.extend(PartitionMark(f"{t}#0", at_end=True) for t in {t for t, _ in EVENTS})
-    return items
+    return as_batch(EVENTS)
 
 
 def process(engine: Engine) -> list[OutMessage | Confirm]:
