@@ -102,15 +102,23 @@ def apply_customers(w: Worker, events: list[Event], wall: int) -> list[Applied]:
     """Rounds 0-1: stitch, then apply each customer's events in one Lua call."""
     store = w.store
     batches: dict[tuple[str, bool], list[tuple[str, dict[str, Any]]]] = defaultdict(list)
-    stitch_pairs = []
+    stitch_pairs = [
+        (e.anonymous_id, e.customer_id)
+        for e in events
+        if e.customer_id is not None and e.anonymous_id is not None
+    ]
+    # a visitor who logs in within this batch: its events of the batch are the
+    # customer's, in batch order (applied to the visitor, they would reach the
+    # customer only after the customer's own events, out of time order)
+    stitching = dict(reversed(stitch_pairs))  # the first login of the batch wins
     for e in events:
         c = compact(e, w)
         if c is None:
             continue
         if e.customer_id is not None:
-            if e.anonymous_id is not None:
-                stitch_pairs.append((e.anonymous_id, e.customer_id))
             batches[(e.customer_id, False)].append((e.event_id, c))
+        elif e.anonymous_id in stitching:
+            batches[(stitching[e.anonymous_id], False)].append((e.event_id, c))
         elif e.anonymous_id is not None:
             batches[(e.anonymous_id, True)].append((e.event_id, c))
     if not batches:

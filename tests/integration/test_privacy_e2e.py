@@ -134,7 +134,9 @@ def test_pseudonymised_ids_never_reach_redis_or_trigger_topics(
 ) -> None:
     engine = Engine(make_settings(broker, redis_server, topic_prefix, key_prefix))
     config = tmp_path / "omnipulse.toml"
-    config.write_text("[privacy]\npseudonymize = true\n")
+    # ordered input: the visitor's clicks, keyed apart from the login, are applied
+    # before it whatever partition each landed on (README, "Crash recovery")
+    config.write_text("[privacy]\npseudonymize = true\n[engine]\nordered_input = true\n")
     key_file = tmp_path / "pseudonym_key"
     key_file.write_text(KEY + "\n")
     env = {"OMNIPULSE_CONFIG": str(config), "OMNIPULSE_PSEUDONYM_KEY_FILE": str(key_file)}
