@@ -52,8 +52,8 @@ import orjson
 import redis
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
+from common.settings import INPUT_TOPICS, TRIGGER_TOPIC_NAMES, Settings
 from connectors.embedded import embedded_services
-from omnipulse.settings import INPUT_TOPICS, TRIGGER_TOPIC_NAMES, Settings
 from omnipulse.simulator import Simulator, to_json_bytes
 from state.keys import Keys
 

@@ -22,10 +22,10 @@ from tempfile import TemporaryDirectory
 
 import redis
 
+from common.settings import INPUT_TOPICS, settings_from_dict
 from connectors.embedded import EmbeddedRedis
 from connectors.kafka_io import PartitionMark, Record
 from flows.steps import EngineStep
-from omnipulse.settings import INPUT_TOPICS, settings_from_dict
 from omnipulse.simulator import Simulator, to_json_bytes
 
 # The step's stages: (label, module file, function names as cProfile reports them)

@@ -1,6 +1,6 @@
 """Errors raised by the connectors package (Kafka, Redis, embedded services)."""
 
-from omnipulse.errors import OmnipulseError
+from common.errors import OmnipulseError
 
 
 class ConnectorError(OmnipulseError):

@@ -1,6 +1,6 @@
 """The engine's HTTP endpoints: /metrics, /healthz, /readyz.
 
-- `/metrics`  Prometheus text format (the default registry: `omnipulse.metrics`
+- `/metrics`  Prometheus text format (the default registry: `common.metrics`
   and the Python process collectors).
 - `/healthz`  200 while the process is up.
 - `/readyz`   200 when Redis and the broker answer, no Redis call of the engine
@@ -25,8 +25,8 @@ import orjson
 from confluent_kafka.admin import AdminClient
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from common import metrics
 from connectors.errors import ConnectorError
-from omnipulse import metrics
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from common import metrics
 from connectors.errors import ConnectorError
-from omnipulse import metrics
 
 log = logging.getLogger(__name__)
 # librdkafka's own messages go through logging (so `--log-format json` covers

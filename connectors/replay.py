@@ -1,6 +1,6 @@
 """Historical events from a file, for ``omnipulse replay FILE``.
 
-:func:`read_events` turns a file into :class:`~omnipulse.simulator.SimRecord` items
+:func:`read_events` turns a file into :class:`~connectors.records.SimRecord` items
 (logical topic, key, value) that the caller produces to the input topics. It checks
 nothing of the event contract itself: the engine does, so a malformed event ends up in
 the dead-letter topic with a reason, exactly as if a channel system had sent it.
@@ -53,7 +53,7 @@ from typing import IO, Any
 import orjson
 
 from connectors.errors import ReplayError
-from omnipulse.simulator import TOPICS, SimRecord, record_key
+from connectors.records import TOPICS, SimRecord, record_key
 
 FORMATS = ("jsonl", "csv")
 _SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv"}

@@ -6,7 +6,7 @@ from typing import Any
 
 import redis
 
-from omnipulse import metrics
+from common import metrics
 from state.keys import Keys
 from state.outbox import Outbox
 

@@ -8,12 +8,12 @@ import bytewax.operators as op
 import redis
 from bytewax.dataflow import Dataflow
 
+from common.settings import INPUT_TOPICS, Settings
 from connectors.kafka_io import KafkaInput, KafkaOutput, consumer_config, producer_config
 from connectors.ordered import BatchEnd, OrderedKafkaInput, Start
 from flows.delivery import OutboxConfirmer
 from flows.steps import EngineStep
 from flows.worker import PerThread
-from omnipulse.settings import INPUT_TOPICS, Settings
 from state.cluster import Plans, resume_point
 from state.keys import Keys
 

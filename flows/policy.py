@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
+from common import metrics
 from flows.worker import Worker
-from omnipulse import metrics
 from operators.clock import ms_to_rfc3339
 from operators.customer import CustomerLabels
 from operators.policy import MARKETING_KINDS, local_day

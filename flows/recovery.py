@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 import redis
 
+from common import metrics
+from common.settings import TRIGGER_TOPIC_NAMES, Settings
 from connectors.delivered import end_offsets, trigger_ids_since
 from connectors.kafka_io import consumer_config, produce_all, producer_config
 from flows.steps import trigger_message
-from omnipulse import metrics
-from omnipulse.settings import TRIGGER_TOPIC_NAMES, Settings
 from state.keys import Keys
 from state.outbox import Outbox, emission_counters
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from omnipulse.settings import Settings
+from common.settings import Settings
 from operators.cart import CartRules
 from operators.customer import SegmentRules, TierRules
 from operators.inventory import z_for_service_level

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from common import metrics
 from flows.worker import Worker
-from omnipulse import metrics
 from operators.sales import applied_sessions, order_outcomes, tally
 from state.customers import Applied
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from common import metrics
+from common.settings import DLQ_TOPIC, Settings
 from connectors.events import Event, Limits, Rejected, parse_record
 from connectors.kafka_io import SHUTDOWN, Confirm, OutMessage, PartitionMark, Record, Tick
 from connectors.ordered import BatchEnd
@@ -26,8 +28,6 @@ from flows.commerce import apply_inventory, bopis, cart_availability
 from flows.customers import Review, apply_customers, due_cart_skus, judge
 from flows.policy import flush, settle, sync_model
 from flows.worker import PerThread, Worker, wall_ms
-from omnipulse import metrics
-from omnipulse.settings import DLQ_TOPIC, Settings
 from operators.clock import ms_to_rfc3339
 from state.cluster import Cluster
 from state.model import SharedChurnModel

@@ -18,9 +18,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from common.settings import Settings
 from connectors.kafka_io import OffsetCommitter, consumer_config
 from flows.rules import Rules
-from omnipulse.settings import Settings
 from operators.clock import Watermark
 from operators.geo import Location
 from state.cluster import Cluster

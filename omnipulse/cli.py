@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 import orjson
 from confluent_kafka import Producer
 
+from common.errors import OmnipulseError
+from common.settings import Settings, load_settings, secret_values
 from connectors.kafka_io import producer_config
 from omnipulse import logs
-from omnipulse.errors import OmnipulseError
-from omnipulse.settings import Settings, load_settings, secret_values
 from operators.clock import DAY_MS, datetime_to_ms
 
 if TYPE_CHECKING:

@@ -29,9 +29,9 @@ import orjson
 import redis
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from common.settings import TRIGGER_TOPIC_NAMES, TRIGGER_TOPICS, Settings
 from omnipulse.cli import _sim_records, produce_records
 from omnipulse.runner import Endpoints, create_topics, endpoints
-from omnipulse.settings import TRIGGER_TOPIC_NAMES, TRIGGER_TOPICS, Settings
 from operators.clock import DAY_MS, HOUR_MS, datetime_to_ms
 from state.keys import Keys
 

@@ -17,7 +17,7 @@ from typing import TextIO
 
 import orjson
 
-from omnipulse.settings import MASK
+from common.settings import MASK
 
 FORMATS = ("text", "json")
 FORMAT_ENV = "OMNIPULSE_LOG_FORMAT"

@@ -6,8 +6,8 @@ from typing import Any
 
 import redis
 
+from common.settings import Settings
 from flows.rules import Rules
-from omnipulse.settings import Settings
 from operators.customer import profile_view
 from state.customers import CustomerStore, facts_from, labels_from
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import redis
 
-from omnipulse.errors import OmnipulseError
-from omnipulse.settings import Settings
+from common.errors import OmnipulseError
+from common.settings import Settings
 from operators.clock import EPOCH, datetime_to_ms
 from operators.sales import (
     ChannelHour,

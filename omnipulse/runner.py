@@ -17,6 +17,8 @@ import redis
 from bytewax._bytewax import cli_main
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from common import metrics
+from common.settings import DLQ_TOPIC, INPUT_TOPICS, TRIGGER_TOPIC_NAMES, Settings, mask_url
 from connectors.embedded import EmbeddedBroker, EmbeddedRedis, free_port
 from connectors.errors import ConnectorError
 from connectors.http import PROBE_TIMEOUT_S, OpsServer, Readiness
@@ -37,8 +39,6 @@ from flows.engine import build_flow
 from flows.recovery import recover
 from flows.steps import EngineStep, sweep_once
 from flows.worker import wall_ms
-from omnipulse import metrics
-from omnipulse.settings import DLQ_TOPIC, INPUT_TOPICS, TRIGGER_TOPIC_NAMES, Settings, mask_url
 from state.connection import check_redis
 from state.errors import OutagePolicy, riding_out_outages
 from state.keys import Keys

@@ -71,7 +71,8 @@ from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from omnipulse.errors import ConfigError
+from common.errors import ConfigError
+from connectors.records import TOPICS, SimRecord, record_key, to_json_bytes
 from omnipulse.simworld import (
     CATEGORIES,
     CENT,
@@ -84,17 +85,13 @@ from omnipulse.simworld import (
     MIN_MS,
     ONLINE_CHANNELS,
     QUERIES,
-    TOPICS,
     Customer,
-    SimRecord,
     World,
     format_ts,
     line_total,
     malform,
     money,
     pick_channel,
-    record_key,
-    to_json_bytes,
 )
 
 __all__ = ["TOPICS", "SimRecord", "Simulator", "format_ts", "record_key", "to_json_bytes"]

@@ -18,9 +18,9 @@ from typing import Any
 
 import orjson
 
-from omnipulse.errors import ConfigError
+from common.errors import ConfigError
+from connectors.records import SimRecord
 
-TOPICS = ("locations", "stock", "clicks", "carts", "orders")
 CURRENCY = "CNY"
 MIN_MS = 60_000
 HOUR_MS = 3_600_000
@@ -80,33 +80,6 @@ CHURN_LOW_RISK = (0.0, 0.004)
 CHURN_FADE_DAYS = (30.0, 75.0)
 CHURN_FADE_FLOOR = 0.15
 CHURN_GONE_VISITS = 0.1
-
-
-@dataclass(frozen=True, slots=True)
-class SimRecord:
-    """One record for a logical input topic; ``value`` is bytes only for malformed input."""
-
-    topic: str
-    key: str | None
-    value: dict[str, Any] | bytes
-
-
-def to_json_bytes(value: dict[str, Any] | bytes) -> bytes:
-    """Encode a record value for Kafka; raw (malformed) bytes pass through unchanged."""
-    return value if isinstance(value, bytes) else orjson.dumps(value)
-
-
-def record_key(topic: str, value: dict[str, Any]) -> str | None:
-    """The partition key of SPEC §2: customer (or anonymous id), SKU or location id."""
-    if topic in ("clicks", "carts", "orders"):
-        k = value.get("customer_id") or value.get("anonymous_id")
-    elif topic == "stock":
-        k = value.get("sku")
-    elif topic == "locations":
-        k = value.get("location_id")
-    else:
-        k = None
-    return None if k is None else str(k)
 
 
 def format_ts(ms: int, n: int) -> int | str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import redis
 from redis.connection import parse_url
 
-from omnipulse.settings import mask_url
+from common.settings import mask_url
 from state.errors import StateError
 
 CHECK_TIMEOUT_S = 5.0

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import redis
 
-from omnipulse.settings import Settings
+from common.settings import Settings
 from operators.clock import Watermark
 from operators.customer import CustomerLabels, Facts, latest_run
 from state.errors import call, execute

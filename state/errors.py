@@ -28,8 +28,8 @@ from typing import Any, TypeVar
 import redis
 from redis.exceptions import NoScriptError
 
-from omnipulse import metrics
-from omnipulse.errors import OmnipulseError
+from common import metrics
+from common.errors import OmnipulseError
 
 T = TypeVar("T")
 

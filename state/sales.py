@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import redis
 
-from omnipulse.settings import Settings
+from common.settings import Settings
 from operators.sales import ChannelHour, Tally, hour_start, hours_back
 from state.errors import call, execute
 from state.keys import Keys

@@ -17,7 +17,7 @@ import orjson
 import redis
 from engine_harness import Engine, make_settings
 
-from omnipulse.settings import TRIGGER_TOPIC_NAMES
+from common.settings import TRIGGER_TOPIC_NAMES
 from omnipulse.simulator import Simulator, to_json_bytes
 
 # The configuration of the runs compared: ordered input, no wall-clock advance.

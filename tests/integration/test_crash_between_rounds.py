@@ -12,9 +12,9 @@ from engine_harness import as_batch, basket, cart, click, make_settings, order, 
 
 import flows.cluster
 import flows.steps
+from common.settings import DLQ_TOPIC
 from connectors.kafka_io import OutMessage
 from flows.steps import EngineStep, sweep_once
-from omnipulse.settings import DLQ_TOPIC
 
 pytestmark = pytest.mark.integration
 

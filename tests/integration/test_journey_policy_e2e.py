@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from engine_harness import Engine, cart, click, make_settings, order, ts
 
-from omnipulse.settings import TRIGGER_TOPIC_NAMES
+from common.settings import TRIGGER_TOPIC_NAMES
 from operators.triggers import MARKETING_KINDS
 
 pytestmark = pytest.mark.integration

@@ -21,10 +21,10 @@ import pytest
 from engine_harness import Engine, cart, click, make_settings, order, stock
 from prometheus_client.parser import text_string_to_metric_families
 
+from common.settings import TRIGGER_TOPIC_NAMES
 from connectors.embedded import EmbeddedRedis, free_port
 from connectors.errors import ConnectorError
 from omnipulse.runner import run_engine
-from omnipulse.settings import TRIGGER_TOPIC_NAMES
 
 pytestmark = pytest.mark.integration
 

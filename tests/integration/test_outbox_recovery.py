@@ -11,6 +11,7 @@ import orjson
 import pytest
 from engine_harness import Engine, as_batch, basket, cart, make_settings, order, stock, ts
 
+from common.settings import TRIGGER_TOPIC_NAMES
 from connectors.kafka_io import (
     Confirm,
     OutMessage,
@@ -19,7 +20,6 @@ from connectors.kafka_io import (
 )
 from flows.recovery import recover
 from flows.steps import EngineStep, sweep_once
-from omnipulse.settings import TRIGGER_TOPIC_NAMES
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ import pytest
 import redis
 from engine_harness import T0, Engine, cart, click, make_settings, order, ts
 
-from omnipulse.settings import TRIGGER_TOPIC_NAMES
+from common.settings import TRIGGER_TOPIC_NAMES
 from operators.pseudonym import Pseudonymizer
 
 pytestmark = pytest.mark.integration

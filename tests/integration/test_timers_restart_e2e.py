@@ -16,7 +16,7 @@ import pytest
 import redis
 from engine_harness import Engine, cart, click, make_settings, order, ts
 
-from omnipulse.settings import TRIGGER_TOPIC_NAMES
+from common.settings import TRIGGER_TOPIC_NAMES
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from omnipulse import metrics
+from common import metrics
 
 
 def value(name: str, **labels: str) -> float:

@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 import pytest
 
+from common.errors import OmnipulseError
 from connectors.errors import ConnectorError, ReplayError
 from connectors.replay import read_events
-from omnipulse.errors import OmnipulseError
 from omnipulse.simulator import SimRecord, Simulator
 
 START = 1_767_225_600_000

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from redis.connection import parse_url
 
-from omnipulse.errors import ConfigError
-from omnipulse.settings import load_settings, secret_values
+from common.errors import ConfigError
+from common.settings import load_settings, secret_values
 
 KEY = "0123456789abcdef-pseudonym-key"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from omnipulse.errors import ConfigError
-from omnipulse.settings import (
+from common.errors import ConfigError
+from common.settings import (
     DLQ_TOPIC,
     INPUT_TOPICS,
     TRIGGER_TOPIC_NAMES,

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from omnipulse.errors import ConfigError
+from common.errors import ConfigError
 from omnipulse.simulator import SimRecord, Simulator, to_json_bytes
 
 START = 1_767_225_600_000  # 2026-01-01T00:00:00Z

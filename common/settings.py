@@ -46,7 +46,7 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from omnipulse.errors import ConfigError
+from common.errors import ConfigError
 from operators.clock import datetime_to_ms, ms_to_rfc3339
 from operators.pseudonym import Pseudonymizer
 
