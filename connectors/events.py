@@ -94,6 +94,13 @@ def parse_record(
     key: bytes | None = None,
 ) -> Event | Rejected:
     """Decode and validate one record of logical topic `topic`."""
+    return _precise(topic, value, limits, partition, offset, key)
+
+
+def _precise(
+    topic: str, value: bytes | None, limits: Limits, partition: int, offset: int, key: bytes | None
+) -> Event | Rejected:
+    """The field-by-field path: every reject reason comes from here."""
     try:
         obj = _decode(value, limits)
         event = _validate(topic, obj, limits)
@@ -206,7 +213,10 @@ def cents(value: Any, name: str, *, allow_negative: bool = False) -> int:
 
 
 def _ts(obj: dict[str, Any], limits: Limits) -> int:
-    v = _req(obj, "ts")
+    return _event_time(_req(obj, "ts"), limits)
+
+
+def _event_time(v: Any, limits: Limits) -> int:
     if isinstance(v, bool):
         raise _Invalid("wrong_type", "ts: expected RFC 3339 string or epoch milliseconds")
     if isinstance(v, int):
@@ -232,9 +242,14 @@ def _ts(obj: dict[str, Any], limits: Limits) -> int:
 
 def _channel(obj: dict[str, Any], *, required: bool) -> str | None:
     ch = _str(obj, "channel", required=required, max_len=32)
-    if ch is not None and not (ch.replace("_", "").isalnum() and ch.islower() and ch.isascii()):
-        raise _Invalid("bad_value", "channel: must be a lowercase identifier")
+    if ch is not None:
+        _check_channel(ch)
     return ch
+
+
+def _check_channel(ch: str) -> None:
+    if not (ch.replace("_", "").isalnum() and ch.islower() and ch.isascii()):
+        raise _Invalid("bad_value", "channel: must be a lowercase identifier")
 
 
 # --- per-topic validation ----------------------------------------------------------
@@ -326,8 +341,7 @@ def _order(obj: dict[str, Any]) -> dict[str, Any]:
             }
         )
     currency = _str(obj, "currency", required=True, max_len=3)
-    if not (len(currency) == 3 and currency.isalpha() and currency.isupper()):  # type: ignore[arg-type]
-        raise _Invalid("bad_value", "currency: expected an ISO 4217 code")
+    _check_currency(currency)  # type: ignore[arg-type]
     return {
         "order_id": order_id,
         "lines": lines,
@@ -335,6 +349,11 @@ def _order(obj: dict[str, Any]) -> dict[str, Any]:
         "currency": currency,
         "fulfilment": _fulfilment(obj.get("fulfilment")),
     }
+
+
+def _check_currency(currency: str) -> None:
+    if not (len(currency) == 3 and currency.isalpha() and currency.isupper()):
+        raise _Invalid("bad_value", "currency: expected an ISO 4217 code")
 
 
 def _fulfilment(f: Any) -> dict[str, Any] | None:
