@@ -4,16 +4,28 @@ Every check a channel system can fail lives here, so a bad event is turned into
 a `Rejected` with a reason that names the field — never an exception that
 stops the engine. Money becomes integer cents at this boundary, so no float
 ever reaches a total that is kept for years.
+
+Two paths judge a record. The typed path decodes it straight into msgspec
+structs whose types and bounds are the contract's, then makes the few checks a
+type cannot express (event time, channel spelling, exact money); it only ever
+accepts. Whatever it cannot vouch for goes to the precise path, field by field,
+which names the first failing field, so a dead letter's reason does not depend
+on which path saw the record first. The precise path also accepts the rarer
+spellings the typed one leaves to it: an integral float quantity, the
+reference data of `locations`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
+import msgspec
 import orjson
+from msgspec import Meta
 
 from operators.clock import datetime_to_ms
 
@@ -24,11 +36,17 @@ MAX_QTY = 1_000_000
 MAX_CENTS = 10**13  # 100 billion in currency units: beyond any real order
 MAX_STOCK = 10**9
 
+# The event types per topic; the typed path's structs check them as these Literals.
+_ClickType = Literal["page_view", "product_view", "search"]
+_CartType = Literal["cart_add", "cart_remove", "checkout_start"]
+_OrderType = Literal["order_placed", "order_cancelled", "order_returned"]
+_StockType = Literal["stock_set", "stock_adjust"]
+
 TYPES: dict[str, frozenset[str]] = {
-    "clicks": frozenset({"page_view", "product_view", "search"}),
-    "carts": frozenset({"cart_add", "cart_remove", "checkout_start"}),
-    "orders": frozenset({"order_placed", "order_cancelled", "order_returned"}),
-    "stock": frozenset({"stock_set", "stock_adjust"}),
+    "clicks": frozenset(get_args(_ClickType)),
+    "carts": frozenset(get_args(_CartType)),
+    "orders": frozenset(get_args(_OrderType)),
+    "stock": frozenset(get_args(_StockType)),
 }
 
 
@@ -94,6 +112,12 @@ def parse_record(
     key: bytes | None = None,
 ) -> Event | Rejected:
     """Decode and validate one record of logical topic `topic`."""
+    shape = _SHAPES.get(topic)
+    if shape is not None and value is not None and len(value) <= limits.max_value_bytes:
+        try:
+            return _typed(topic, shape, value, limits, partition, offset)
+        except _NOT_VOUCHED:
+            pass  # the precise path decides, and names the first failing field
     return _precise(topic, value, limits, partition, offset, key)
 
 
@@ -410,3 +434,308 @@ def _location(obj: dict[str, Any]) -> Event:
     }
     # Reference data has no event id or time; the location id is its identity.
     return Event("locations", f"loc:{location_id}", "location", 0, None, None, None, data)
+
+
+# --- the typed path: msgspec structs, then what a type cannot say -------------------
+#
+# Each struct admits only values the precise path accepts unchanged, so a record
+# that decodes is as good as one that passed the field-by-field checks. Every
+# field the precise path reads for a topic is declared on its struct (one left
+# out would be skipped unchecked). Fields whose presence depends on the event
+# type are optional here and checked after decoding. gc=False: a struct lives
+# only until its event is built and never takes part in a cycle.
+
+_Id = Annotated[str, Meta(min_length=1, max_length=MAX_ID_LEN)]
+_Short = Annotated[str, Meta(min_length=1, max_length=32)]
+_Text = Annotated[str, Meta(min_length=1, max_length=MAX_TEXT_LEN)]
+_Qty = Annotated[int, Meta(ge=1, le=MAX_QTY)]
+_Level = Annotated[int, Meta(ge=0, le=MAX_STOCK)]
+_Delta = Annotated[int, Meta(ge=-MAX_STOCK, le=MAX_STOCK)]
+_Days = Annotated[int, Meta(ge=0, le=365)]
+_Lat = Annotated[float, Meta(ge=-90.0, le=90.0)]
+_Lon = Annotated[float, Meta(ge=-180.0, le=180.0)]
+# Every integer is bounded. msgspec reads an integer of any length, where orjson
+# rejects the record once a number overflows a double; under a repeated key the
+# long value would be replaced by the later one, unseen by any other check.
+_Epoch = Annotated[int, Meta(ge=0, le=2**63 - 1)]
+_Units = Annotated[int, Meta(ge=0, le=MAX_CENTS // 100)]
+_Money = _Units | float | str  # made cents by _money(): exactness is not a type's to say
+
+
+class _Head(msgspec.Struct, kw_only=True, gc=False):
+    """What every topic has alike; `type`, `channel` and `customer_id` differ by topic."""
+
+    event_id: _Id
+    ts: _Epoch | str
+    anonymous_id: _Id | None = None
+
+
+class _Click(_Head, kw_only=True, gc=False):
+    type: _ClickType
+    channel: _Short
+    customer_id: _Id | None = None
+    session_id: _Id
+    sku: _Id | None = None
+    category: _Id | None = None
+    premium: bool = False
+    query: _Text | None = None
+    store_id: _Id | None = None
+    lat: _Lat | None = None
+    lon: _Lon | None = None
+
+
+class _Cart(_Head, kw_only=True, gc=False):
+    type: _CartType
+    channel: _Short
+    customer_id: _Id
+    sku: _Id | None = None
+    qty: _Qty | None = None
+    session_id: _Id | None = None
+    unit_price: _Money | None = None
+    lat: _Lat | None = None
+    lon: _Lon | None = None
+
+
+class _Line(msgspec.Struct, kw_only=True, gc=False):
+    sku: _Id
+    qty: _Qty
+    unit_price: _Money
+
+
+class _Fulfilment(msgspec.Struct, kw_only=True, gc=False):
+    mode: str
+    lat: _Lat | None = None
+    lon: _Lon | None = None
+    store_id: _Id | None = None
+
+
+class _Order(_Head, kw_only=True, gc=False):
+    type: _OrderType
+    channel: _Short
+    customer_id: _Id
+    order_id: _Id
+    lines: Annotated[list[_Line], Meta(max_length=MAX_LINES)]
+    total: _Money
+    currency: str
+    fulfilment: _Fulfilment | None = None
+
+
+class _Stock(_Head, kw_only=True, gc=False):
+    type: _StockType
+    channel: _Short | None = None
+    customer_id: _Id | None = None
+    sku: _Id
+    location_id: _Id
+    reorder_point: _Level | None = None
+    max_level: _Level | None = None
+    lead_time_days: _Days | None = None
+    list_price: _Money | None = None
+    on_hand: _Level | None = None
+    delta: _Delta | None = None
+
+
+# Strict twins, decoded straight from the bytes. msgspec skips an unknown field
+# without reading it as closely as orjson does (invalid UTF-8 or a number that
+# overflows a double pass unnoticed), so only a record with no unknown field at
+# any depth is decoded this way; one with extra fields is decoded by orjson, as
+# on the precise path, and then checked against the lenient struct.
+class _StrictClick(_Click, kw_only=True, gc=False, forbid_unknown_fields=True):
+    pass
+
+
+class _StrictCart(_Cart, kw_only=True, gc=False, forbid_unknown_fields=True):
+    pass
+
+
+class _StrictLine(_Line, kw_only=True, gc=False, forbid_unknown_fields=True):
+    pass
+
+
+class _StrictFulfilment(_Fulfilment, kw_only=True, gc=False, forbid_unknown_fields=True):
+    pass
+
+
+class _StrictOrder(_Order, kw_only=True, gc=False, forbid_unknown_fields=True):
+    lines: Annotated[list[_StrictLine], Meta(max_length=MAX_LINES)]
+    fulfilment: _StrictFulfilment | None = None
+
+
+class _StrictStock(_Stock, kw_only=True, gc=False, forbid_unknown_fields=True):
+    pass
+
+
+class _Unsure(Exception):
+    """Internal: the typed path cannot vouch for a record; the precise path judges it."""
+
+
+# Anything the typed path raises on a record it does not accept.
+_NOT_VOUCHED = (
+    _Unsure,
+    _Invalid,
+    msgspec.MsgspecError,
+    orjson.JSONDecodeError,
+    RecursionError,  # how msgspec meets deep nesting; orjson's depth limit is the rule
+)
+
+# The channels SPEC §3 names: lowercase identifiers, no need to check their spelling.
+_NAMED_CHANNELS = frozenset(
+    {"web", "app", "mini_program", "marketplace", "store", "phone", "social"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """How the typed path reads one topic."""
+
+    strict: msgspec.json.Decoder[Any]
+    lenient: type[_Head]
+    data: Callable[[Any], dict[str, Any]]  # struct -> Event.data
+
+
+def _typed(
+    topic: str, shape: _Shape, value: bytes, limits: Limits, partition: int, offset: int
+) -> Event:
+    """The typed path; raises one of `_NOT_VOUCHED` for a record it does not accept."""
+    try:
+        s = shape.strict.decode(value)
+    except msgspec.ValidationError:
+        # Mostly a field the contract does not name: read it as the precise path does.
+        s = msgspec.convert(orjson.loads(value), shape.lenient)
+    ts = s.ts
+    if type(ts) is not int:
+        ts = _event_time(ts, limits)  # RFC 3339: parsed and bounded as on the precise path
+    elif ts < limits.min_ts_ms or ts > limits.now_ms + limits.max_future_ms:
+        raise _Unsure
+    channel = s.channel
+    if channel is not None and channel not in _NAMED_CHANNELS:
+        _check_channel(channel)
+    data = shape.data(s)
+    return Event(
+        topic,
+        s.event_id,
+        s.type,
+        ts,
+        channel,
+        s.customer_id,
+        s.anonymous_id,
+        data,
+        partition,
+        offset,
+    )
+
+
+def _money(v: int | float | str) -> int:
+    """Cents of an amount, exactly as `cents` gives them; the plain spellings
+    (19.99, "19.99", "19.9", 5) without a Decimal, any other by `cents` itself."""
+    if type(v) is str:
+        units, dot, frac = v.partition(".")
+        if len(frac) == 2:
+            digits = units + frac
+        elif len(frac) == 1:
+            digits = units + frac + "0"
+        elif units and not dot:
+            digits = units + "00"
+        else:
+            digits = ""
+        if 0 < len(digits) <= 13 and digits.isascii() and digits.isdigit():
+            return int(digits)  # < 10**13: within MAX_CENTS
+    elif type(v) is int:
+        if 0 <= v <= MAX_CENTS // 100:
+            return v * 100
+    elif 0.0 <= v <= MAX_CENTS / 100:
+        c = round(v * 100)
+        # c / 100 == v: v is the double nearest a whole number of cents, so its
+        # shortest repr (what `cents` reads) is that amount with <= 2 decimals.
+        if c / 100 == v:
+            return c
+    # the field name is never shown: a record `cents` rejects goes to the precise path
+    return cents(v, "amount")
+
+
+def _put_position(s: _Click | _Cart, data: dict[str, Any]) -> None:
+    if s.lat is not None and s.lon is not None:
+        data["lat"] = s.lat
+        data["lon"] = s.lon
+    elif s.lat is not None or s.lon is not None:
+        raise _Unsure  # one without the other
+
+
+def _click_data(s: _Click) -> dict[str, Any]:
+    if s.customer_id is None and s.anonymous_id is None:
+        raise _Unsure
+    data = {
+        "session_id": s.session_id,
+        "sku": s.sku,
+        "category": s.category,
+        "premium": s.premium,
+        "query": s.query,
+        "store_id": s.store_id,
+    }
+    _put_position(s, data)
+    return data
+
+
+def _cart_data(s: _Cart) -> dict[str, Any]:
+    if s.type != "checkout_start" and (s.sku is None or s.qty is None):
+        raise _Unsure
+    if s.type == "cart_add" and s.unit_price is None:
+        raise _Unsure
+    data = {
+        "sku": s.sku,
+        "qty": s.qty,
+        "session_id": s.session_id,
+        "unit_price": None if s.unit_price is None else _money(s.unit_price),
+    }
+    _put_position(s, data)
+    return data
+
+
+def _order_data(s: _Order) -> dict[str, Any]:
+    _check_currency(s.currency)
+    f = s.fulfilment
+    fulfilment: dict[str, Any] | None = None
+    if f is not None:
+        if f.mode == "delivery" and f.lat is not None and f.lon is not None:
+            fulfilment = {"mode": f.mode, "lat": f.lat, "lon": f.lon}
+        elif f.mode in ("pickup", "in_store") and f.store_id is not None:
+            fulfilment = {"mode": f.mode, "store_id": f.store_id}
+        else:
+            raise _Unsure
+    return {
+        "order_id": s.order_id,
+        "lines": [
+            {"sku": ln.sku, "qty": ln.qty, "unit_price": _money(ln.unit_price)} for ln in s.lines
+        ],
+        "total": _money(s.total),
+        "currency": s.currency,
+        "fulfilment": fulfilment,
+    }
+
+
+def _stock_data(s: _Stock) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "sku": s.sku,
+        "location_id": s.location_id,
+        "reorder_point": s.reorder_point,
+        "max_level": s.max_level,
+        "lead_time_days": s.lead_time_days,
+        "list_price": None if s.list_price is None else _money(s.list_price),
+    }
+    if s.type == "stock_set":
+        if s.on_hand is None:
+            raise _Unsure
+        data["on_hand"] = s.on_hand
+    else:
+        if s.delta is None:
+            raise _Unsure
+        data["delta"] = s.delta
+    return data
+
+
+# `locations` is not here: reference data is rare, the precise path reads it.
+_SHAPES: dict[str, _Shape] = {
+    "clicks": _Shape(msgspec.json.Decoder(_StrictClick), _Click, _click_data),
+    "carts": _Shape(msgspec.json.Decoder(_StrictCart), _Cart, _cart_data),
+    "orders": _Shape(msgspec.json.Decoder(_StrictOrder), _Order, _order_data),
+    "stock": _Shape(msgspec.json.Decoder(_StrictStock), _Stock, _stock_data),
+}
