@@ -36,7 +36,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from connectors.kafka_io import SHUTDOWN
-    from omnipulse.runner import create_topics, endpoints, run_engine
+    from omnipulse.endpoints import endpoints
+    from omnipulse.runner import create_topics, run_engine
 
     # Bytewax stops abruptly on a KeyboardInterrupt, without flushing what is in
     # flight; ending every input partition instead lets the dataflow finish:
@@ -68,7 +69,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from omnipulse.runner import create_topics, endpoints
+    from omnipulse.endpoints import endpoints
+    from omnipulse.runner import create_topics
 
     settings = _settings(args)
     with endpoints(settings, start_embedded=False) as ep:
@@ -80,7 +82,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
 def cmd_lag(args: argparse.Namespace) -> int:
     from connectors.kafka_io import consumer_config
     from connectors.lag import consumer_lag
-    from omnipulse.runner import endpoints
+    from omnipulse.endpoints import endpoints
 
     settings = _settings(args)
     k = settings.kafka
@@ -120,7 +122,7 @@ def _check_kafka(settings: Settings, bootstrap: str) -> None:
 
 
 def cmd_model(args: argparse.Namespace) -> int:
-    from omnipulse.runner import endpoints
+    from omnipulse.endpoints import endpoints
     from state.model import ModelStore
 
     settings = _settings(args)
@@ -150,8 +152,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
+    from omnipulse.endpoints import endpoints
     from omnipulse.profile import read_profile
-    from omnipulse.runner import endpoints
     from state.connection import check_redis
 
     settings = _settings(args)
@@ -166,8 +168,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from omnipulse.endpoints import endpoints
     from omnipulse.report import as_json, as_table, read_report
-    from omnipulse.runner import endpoints
     from state.connection import check_redis
 
     settings = _settings(args)
@@ -253,7 +255,7 @@ def _event_ms(ts: object) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from omnipulse.runner import endpoints
+    from omnipulse.endpoints import endpoints
 
     settings = _settings(args)
     with endpoints(settings, start_embedded=False) as ep:
@@ -273,7 +275,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from connectors.replay import read_events
-    from omnipulse.runner import endpoints
+    from omnipulse.endpoints import endpoints
     from omnipulse.simulator import to_json_bytes
 
     settings = _settings(args)
