@@ -38,7 +38,7 @@ from flows.steps import EngineStep, sweep_once
 from flows.worker import wall_ms
 from omnipulse.endpoints import Endpoints
 from state.connection import check_redis
-from state.errors import OutagePolicy, riding_out_outages
+from state.errors import OutagePolicy, report_call_times, riding_out_outages
 from state.keys import Keys
 from state.locations import LocationStore
 from state.ops import customers_known, ping, probe_client
@@ -98,6 +98,8 @@ def run_engine(
     `addresses` join a cluster whose members were started elsewhere (the
     multi-host form: every host runs the same command with its own id).
     """
+    # From the first call on, recovery's included: this process serves /metrics.
+    report_call_times(metrics.observe_redis)
     if processes > 1 and addresses is None:
         _run_local_cluster(settings, ep, until_caught_up, workers, processes)
         return
