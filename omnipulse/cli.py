@@ -1,4 +1,10 @@
-"""The `omnipulse` command line (SPEC §7)."""
+"""The `omnipulse` command line (SPEC §7).
+
+Each sub-command imports what it needs when it runs, not at the top of this
+module: `omnipulse profile` is called per lookup by customer views and support
+tools, and loading Bytewax, the Kafka client and the dataflow for it would
+cost over a second a call.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import orjson
-from confluent_kafka import Producer
 
 from common.errors import OmnipulseError
 from common.settings import Settings, load_settings, secret_values
-from connectors.kafka_io import producer_config
 from omnipulse import logs
 from operators.clock import DAY_MS, datetime_to_ms
 
@@ -197,6 +201,10 @@ def produce_records(
     until: float | None = None,
 ) -> int:
     """Produce (logical topic, key, value) records, paced to `rate` per second."""
+    from confluent_kafka import Producer
+
+    from connectors.kafka_io import producer_config
+
     producer = Producer(producer_config(bootstrap, dict(settings.kafka.extra)))
     sent = 0
     started = time.monotonic()
