@@ -16,7 +16,6 @@ from pathlib import Path
 import orjson
 
 from common.settings import Settings, mask_url
-from connectors.embedded import EmbeddedBroker, EmbeddedRedis
 from connectors.errors import ConnectorError
 
 log = logging.getLogger(__name__)
@@ -52,6 +51,10 @@ def endpoints(settings: Settings, *, start_embedded: bool) -> Iterator[Endpoints
             "no Kafka/Redis given (KAFKA_BOOTSTRAP_SERVERS, REDIS_URL) and no embedded "
             "services running: start them with `omnipulse run` or `make demo`"
         )
+    # Only a command that starts services needs their launcher (and its
+    # subprocess, socket and tempfile machinery).
+    from connectors.embedded import EmbeddedBroker, EmbeddedRedis
+
     broker = EmbeddedBroker() if not bootstrap else None
     rds = EmbeddedRedis() if not url else None
     try:
