@@ -48,6 +48,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from common.errors import ConfigError
 from operators.clock import datetime_to_ms, ms_to_rfc3339
+from operators.customer import TierRules
 from operators.pseudonym import Pseudonymizer
 
 __all__ = [
@@ -867,6 +868,14 @@ class TierSettings(_Section):
     gold_spend: Decimal = _opt(Decimal("5000"), _pos_decimal)
     platinum_spend: Decimal = _opt(Decimal("20000"), _pos_decimal)
     window_days: int = _opt(365, _pos_int)
+
+    def rules(self) -> TierRules:
+        """The tiers as the operators apply them, in cents."""
+        return TierRules(
+            gold_spend_cents=int(self.gold_spend * 100),
+            platinum_spend_cents=int(self.platinum_spend * 100),
+            window_days=self.window_days,
+        )
 
     def _check(self) -> None:
         if self.gold_spend >= self.platinum_spend:

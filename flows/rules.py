@@ -58,11 +58,7 @@ class Rules:
                 },
                 offers=dict(s.segments.offers),
             ),
-            tiers=TierRules(
-                gold_spend_cents=int(s.tiers.gold_spend * 100),
-                platinum_spend_cents=int(s.tiers.platinum_spend * 100),
-                window_days=s.tiers.window_days,
-            ),
+            tiers=s.tiers.rules(),
             cart=CartRules(
                 abandoned_after_ms=_ms(ac.abandoned_after),
                 discount_pct=ac.discount_pct,

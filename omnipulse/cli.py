@@ -1,4 +1,10 @@
-"""The `omnipulse` command line (SPEC §7)."""
+"""The `omnipulse` command line (SPEC §7).
+
+Each sub-command imports what it needs when it runs, not at the top of this
+module: `omnipulse profile` is called per lookup by customer views and support
+tools, and loading Bytewax, the Kafka client and the dataflow for it would
+cost over a second a call.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import orjson
-from confluent_kafka import Producer
 
 from common.errors import OmnipulseError
 from common.settings import Settings, load_settings, secret_values
-from connectors.kafka_io import producer_config
 from omnipulse import logs
 from operators.clock import DAY_MS, datetime_to_ms
 
@@ -36,7 +40,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from connectors.kafka_io import SHUTDOWN
-    from omnipulse.runner import create_topics, endpoints, run_engine
+    from omnipulse.endpoints import endpoints
+    from omnipulse.runner import create_topics, run_engine
 
     # Bytewax stops abruptly on a KeyboardInterrupt, without flushing what is in
     # flight; ending every input partition instead lets the dataflow finish:
@@ -68,7 +73,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from omnipulse.runner import create_topics, endpoints
+    from omnipulse.endpoints import endpoints
+    from omnipulse.runner import create_topics
 
     settings = _settings(args)
     with endpoints(settings, start_embedded=False) as ep:
@@ -80,7 +86,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
 def cmd_lag(args: argparse.Namespace) -> int:
     from connectors.kafka_io import consumer_config
     from connectors.lag import consumer_lag
-    from omnipulse.runner import endpoints
+    from omnipulse.endpoints import endpoints
 
     settings = _settings(args)
     k = settings.kafka
@@ -120,7 +126,7 @@ def _check_kafka(settings: Settings, bootstrap: str) -> None:
 
 
 def cmd_model(args: argparse.Namespace) -> int:
-    from omnipulse.runner import endpoints
+    from omnipulse.endpoints import endpoints
     from state.model import ModelStore
 
     settings = _settings(args)
@@ -150,8 +156,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
+    from omnipulse.endpoints import endpoints
     from omnipulse.profile import read_profile
-    from omnipulse.runner import endpoints
     from state.connection import check_redis
 
     settings = _settings(args)
@@ -166,8 +172,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from omnipulse.endpoints import endpoints
     from omnipulse.report import as_json, as_table, read_report
-    from omnipulse.runner import endpoints
     from state.connection import check_redis
 
     settings = _settings(args)
@@ -195,6 +201,10 @@ def produce_records(
     until: float | None = None,
 ) -> int:
     """Produce (logical topic, key, value) records, paced to `rate` per second."""
+    from confluent_kafka import Producer
+
+    from connectors.kafka_io import producer_config
+
     producer = Producer(producer_config(bootstrap, dict(settings.kafka.extra)))
     sent = 0
     started = time.monotonic()
@@ -253,7 +263,7 @@ def _event_ms(ts: object) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from omnipulse.runner import endpoints
+    from omnipulse.endpoints import endpoints
 
     settings = _settings(args)
     with endpoints(settings, start_embedded=False) as ep:
@@ -273,7 +283,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from connectors.replay import read_events
-    from omnipulse.runner import endpoints
+    from omnipulse.endpoints import endpoints
     from omnipulse.simulator import to_json_bytes
 
     settings = _settings(args)

@@ -31,7 +31,8 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from common.settings import TRIGGER_TOPIC_NAMES, TRIGGER_TOPICS, Settings
 from omnipulse.cli import _sim_records, produce_records
-from omnipulse.runner import Endpoints, create_topics, endpoints
+from omnipulse.endpoints import Endpoints, endpoints
+from omnipulse.runner import create_topics
 from operators.clock import DAY_MS, HOUR_MS, datetime_to_ms
 from state.keys import Keys
 

@@ -7,7 +7,6 @@ from typing import Any
 import redis
 
 from common.settings import Settings
-from flows.rules import Rules
 from operators.customer import profile_view
 from state.customers import CustomerStore, facts_from, labels_from
 
@@ -31,9 +30,12 @@ def read_profile(
             return None
         clock = store.watermark(int(settings.engine.allowed_lateness.total_seconds() * 1000), 0)
         state, orders = found
-        rules = Rules.from_settings(settings)
         view = profile_view(
-            customer_id, labels_from(state), facts_from(state, orders), clock.now, rules.tiers
+            customer_id,
+            labels_from(state),
+            facts_from(state, orders),
+            clock.now,
+            settings.tiers.rules(),
         )
         view["churn_score"] = state.get("cs")
         view["first_activity_ts"] = state.get("fa")

@@ -8,18 +8,15 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
-import orjson
 import redis
 from bytewax._bytewax import cli_main
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from common import metrics
-from common.settings import DLQ_TOPIC, INPUT_TOPICS, TRIGGER_TOPIC_NAMES, Settings, mask_url
-from connectors.embedded import EmbeddedBroker, EmbeddedRedis, free_port
+from common.settings import DLQ_TOPIC, INPUT_TOPICS, TRIGGER_TOPIC_NAMES, Settings
+from connectors.embedded import free_port
 from connectors.errors import ConnectorError
 from connectors.http import PROBE_TIMEOUT_S, OpsServer, Readiness
 from connectors.kafka_check import check_kafka
@@ -39,71 +36,14 @@ from flows.engine import build_flow
 from flows.recovery import recover
 from flows.steps import EngineStep, sweep_once
 from flows.worker import wall_ms
+from omnipulse.endpoints import Endpoints
 from state.connection import check_redis
-from state.errors import OutagePolicy, riding_out_outages
+from state.errors import OutagePolicy, report_call_times, riding_out_outages
 from state.keys import Keys
 from state.locations import LocationStore
 from state.ops import customers_known, ping, probe_client
 
 log = logging.getLogger(__name__)
-
-EMBEDDED_FILE = Path(".omnipulse") / "embedded.json"
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoints:
-    bootstrap: str
-    redis_url: str
-
-
-@contextmanager
-def endpoints(settings: Settings, *, start_embedded: bool) -> Iterator[Endpoints]:
-    """The configured Kafka and Redis; else the running embedded pair; else start one.
-
-    The embedded pair's addresses are written to .omnipulse/embedded.json so
-    that `omnipulse profile` in another terminal finds the demo's services.
-    """
-    bootstrap, url = settings.kafka.bootstrap_servers, settings.redis.connection_url()
-    if bootstrap and url:
-        yield Endpoints(bootstrap, url)
-        return
-    if not start_embedded and EMBEDDED_FILE.exists():
-        known = orjson.loads(EMBEDDED_FILE.read_bytes())
-        found_bootstrap, found_url = bootstrap or known["bootstrap"], url or known["redis_url"]
-        if found_bootstrap and found_url:
-            yield Endpoints(found_bootstrap, found_url)
-            return
-    if not start_embedded:
-        raise ConnectorError(
-            "no Kafka/Redis given (KAFKA_BOOTSTRAP_SERVERS, REDIS_URL) and no embedded "
-            "services running: start them with `omnipulse run` or `make demo`"
-        )
-    broker = EmbeddedBroker() if not bootstrap else None
-    rds = EmbeddedRedis() if not url else None
-    try:
-        if broker:
-            broker.start()
-        if rds:
-            rds.start()
-        ep = Endpoints(bootstrap or broker.bootstrap_servers, url or rds.url)  # type: ignore[union-attr]
-        EMBEDDED_FILE.parent.mkdir(exist_ok=True)
-        # Only the embedded addresses: a configured URL may carry a password.
-        EMBEDDED_FILE.write_bytes(
-            orjson.dumps(
-                {
-                    "bootstrap": broker.bootstrap_servers if broker else None,
-                    "redis_url": rds.url if rds else None,
-                }
-            )
-        )
-        log.info("embedded services: kafka %s, redis %s", ep.bootstrap, mask_url(ep.redis_url))
-        yield ep
-    finally:
-        EMBEDDED_FILE.unlink(missing_ok=True)
-        if broker:
-            broker.stop()
-        if rds:
-            rds.stop()
 
 
 def create_topics(settings: Settings, bootstrap: str) -> list[str]:
@@ -158,6 +98,8 @@ def run_engine(
     `addresses` join a cluster whose members were started elsewhere (the
     multi-host form: every host runs the same command with its own id).
     """
+    # From the first call on, recovery's included: this process serves /metrics.
+    report_call_times(metrics.observe_redis)
     if processes > 1 and addresses is None:
         _run_local_cluster(settings, ep, until_caught_up, workers, processes)
         return

@@ -1,7 +1,8 @@
 """Errors of the Redis state layer, and riding out a Redis outage.
 
 Every Redis round trip of the stores goes through `execute` (a pipeline) or
-`call` (one command), which time it for the metrics. By default a failure
+`call` (one command), which time it for the metrics once the engine has asked
+for that (`report_call_times`). By default a failure
 raises `StateError` at once, which is what the CLI's one-shot commands want.
 The engine installs an `OutagePolicy` (`riding_out_outages`): then a call that
 fails because Redis is unreachable waits with backoff and runs again, the same
@@ -28,7 +29,6 @@ from typing import Any, TypeVar
 import redis
 from redis.exceptions import NoScriptError
 
-from common import metrics
 from common.errors import OmnipulseError
 
 T = TypeVar("T")
@@ -46,7 +46,13 @@ class StateError(OmnipulseError):
 
 @dataclass
 class OutagePolicy:
-    """How the engine waits for Redis to come back; shared by all worker threads."""
+    """How the engine waits for Redis to come back; shared by all worker threads.
+
+    It sets the Redis up/retries metrics. `common.metrics` is imported where
+    they are set, not at the top: only the engine rides out outages (and it
+    has loaded the metrics), so the one-shot commands that use this module
+    never load prometheus_client.
+    """
 
     first_backoff_s: float = 0.05
     max_backoff_s: float = 2.0
@@ -69,6 +75,8 @@ class OutagePolicy:
         now = time.monotonic()
         with self._lock:
             since = self._failing.setdefault(me, now)
+        from common import metrics
+
         metrics.REDIS_UP.set(0)
         metrics.REDIS_RETRIES.labels(what).inc()
         if self.give_up_after_s is not None and now - since > self.give_up_after_s:
@@ -90,10 +98,24 @@ class OutagePolicy:
         if since is not None:
             log.warning("redis: %s succeeded again after %.1fs", what, time.monotonic() - since)
         if clear:
+            from common import metrics
+
             metrics.REDIS_UP.set(1)
 
 
 _policy: OutagePolicy | None = None
+
+# Where each call's (what, seconds, commands in the pipeline) goes. The engine,
+# which serves the figures on /metrics, sends them to its metrics; a one-shot
+# command such as `omnipulse profile` has nowhere to show them, and without
+# them it does not have to load prometheus_client for one lookup.
+_observe: Callable[[str, float, int], None] | None = None
+
+
+def report_call_times(observe: Callable[[str, float, int], None] | None) -> None:
+    """From now on, pass every Redis call's name, duration and size to `observe`."""
+    global _observe
+    _observe = observe
 
 
 @contextmanager
@@ -105,6 +127,8 @@ def riding_out_outages(policy: OutagePolicy) -> Iterator[OutagePolicy]:
         yield policy
     finally:
         _policy = previous
+        from common import metrics
+
         metrics.REDIS_UP.set(1)
 
 
@@ -130,7 +154,8 @@ def execute(pipe: Any, what: str) -> list[Any]:
             continue
         except redis.RedisError as ex:
             raise StateError(f"redis: {what} failed: {ex}") from ex
-        metrics.observe_redis(what, time.perf_counter() - started, len(replies))
+        if _observe is not None:
+            _observe(what, time.perf_counter() - started, len(replies))
         if attempt and policy is not None:
             policy.recovered(what)
         return replies
@@ -152,7 +177,8 @@ def call(fn: Callable[[], T], what: str = "call") -> T:
             continue
         except redis.RedisError as ex:
             raise StateError(f"redis: {what} failed: {ex}") from ex
-        metrics.observe_redis(what, time.perf_counter() - started, 0)
+        if _observe is not None:
+            _observe(what, time.perf_counter() - started, 0)
         if attempt and policy is not None:
             policy.recovered(what)
         return result

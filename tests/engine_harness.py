@@ -17,7 +17,8 @@ from kafkautil import consume_all, produce
 
 from common.settings import Settings, settings_from_dict
 from connectors.kafka_io import PartitionMark, Record
-from omnipulse.runner import Endpoints, create_topics, run_engine
+from omnipulse.endpoints import Endpoints
+from omnipulse.runner import create_topics, run_engine
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)  # far enough back for 400 days of history
 

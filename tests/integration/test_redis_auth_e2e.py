@@ -14,7 +14,7 @@ import pytest
 from engine_harness import Engine, click, make_settings, order, ts
 
 from connectors.embedded import EmbeddedRedis
-from omnipulse.runner import Endpoints
+from omnipulse.endpoints import Endpoints
 
 pytestmark = pytest.mark.integration
 

@@ -26,6 +26,7 @@ from common.settings import (
     parse_duration,
     settings_from_dict,
 )
+from operators.customer import TierRules
 
 REFERENCE = Path(str(resources.files("omnipulse") / "omnipulse.toml"))
 SECTIONS = [f.name for f in dataclasses.fields(Settings) if f.name != "source"]
@@ -196,6 +197,7 @@ quiet_hours = "22:00-08:00"
     assert s.segments.offers["sleeping"] == "wake-up coupon"
     assert s.tiers.gold_spend == Decimal("4999.99")
     assert s.tiers.platinum_spend == Decimal("20000.50")
+    assert s.tiers.rules() == TierRules(499_999, 2_000_050, 365)
     assert list(s.journey.steps) == ["tips_1h", "coupon_14d"]  # sorted by delay
     assert s.policy.quiet_window() == (time(22, 0), time(8, 0))
     assert s.redis == Settings().redis
